@@ -154,13 +154,56 @@ pub struct Agent {
     process: process::ProcessRuntime,
     container: Option<container::ContainerRuntime>,
     gpus: Vec<gpu::GpuInfo>,
+    /// Why there is no container runtime: (socket tried, what failed).
+    engine_error: Option<(String, String)>,
+}
+
+/// The host name (/proc/sys/kernel/hostname, then /etc/hostname, then $HOSTNAME).
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 impl Agent {
     /// Build the agent. A missing container engine is logged once and leaves the container
     /// runtime off; starting a container replica then fails with [`AgentError::NoEngine`].
+    ///
+    /// An empty `node_name` becomes the host name; an empty `state_dir` becomes
+    /// `$TMPDIR/capstan-agent`. `simulate_gpus` that does not parse is [`AgentError::Invalid`].
     pub async fn new(config: AgentConfig) -> Result<Agent, AgentError> {
-        todo!("{config:?}")
+        let mut config = config;
+        if config.node_name.trim().is_empty() {
+            config.node_name = host_name();
+        }
+        if config.state_dir.as_os_str().is_empty() {
+            config.state_dir = std::env::temp_dir().join("capstan-agent");
+        }
+        let gpus = match config.simulate_gpus.as_deref().map(str::trim) {
+            Some(spec) if !spec.is_empty() => gpu::simulated_gpus(spec, &config.node_name)?,
+            _ => Vec::new(),
+        };
+        let process = process::ProcessRuntime::new(&config.state_dir)?;
+        let (container, engine_error) =
+            match container::ContainerRuntime::connect(config.docker_socket.as_deref()).await {
+                Ok(runtime) => (Some(runtime), None),
+                Err(AgentError::NoEngine { socket, message }) => {
+                    tracing::warn!(
+                        "no container engine at {socket}: {message}; container replicas are off, process replicas run"
+                    );
+                    (None, Some((socket, message)))
+                }
+                Err(e) => {
+                    let socket = container::choose_socket(config.docker_socket.as_deref());
+                    tracing::warn!("no container engine at {socket}: {e}; container replicas are off, process replicas run");
+                    (None, Some((socket, e.to_string())))
+                }
+            };
+        Ok(Agent { config, process, container, gpus, engine_error })
     }
 
     /// Node name.
@@ -178,32 +221,72 @@ impl Agent {
         self.container.is_some()
     }
 
+    /// The folder of the agent's own state.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.config.state_dir
+    }
+
+    fn engine(&self) -> Result<&container::ContainerRuntime, AgentError> {
+        self.container.as_ref().ok_or_else(|| {
+            let (socket, message) = self.engine_error.clone().unwrap_or_else(|| {
+                (container::choose_socket(self.config.docker_socket.as_deref()), "not connected".to_string())
+            });
+            AgentError::NoEngine { socket, message }
+        })
+    }
+
     /// Start a replica. Returns once it has been started (not once it is ready).
+    ///
+    /// Starting the same replica (job UID, index, attempt) again while it runs returns the
+    /// running one; an exited one is replaced.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, AgentError> {
-        let _ = (&self.process, spec);
-        todo!()
+        match spec.runtime {
+            Runtime::Process => self.process.start(spec).await,
+            Runtime::Container => self.engine()?.start(spec).await,
+        }
     }
 
     /// What the replica is doing now.
+    ///
+    /// A container whose engine does not answer (an error other than "no such container")
+    /// is reported [`Observation::Running`], with a warning logged: not knowing is not gone.
+    /// Without any engine, a container replica is [`Observation::Missing`].
     pub async fn observe(&self, handle: &ReplicaHandle) -> Observation {
-        todo!("{handle:?}")
+        match handle.runtime {
+            Runtime::Process => self.process.observe(&handle.id).await,
+            Runtime::Container => match &self.container {
+                Some(runtime) => runtime.observe(&handle.id).await,
+                None => Observation::Missing,
+            },
+        }
     }
 
     /// Stop a replica: SIGTERM to it (the whole process group), wait up to `grace`, then
     /// SIGKILL; a container is then removed. Stopping an already exited or missing replica
     /// is not an error. Returns once nothing of it runs any more.
     pub async fn stop(&self, handle: &ReplicaHandle, grace: Duration) -> Result<(), AgentError> {
-        todo!("{handle:?}{grace:?}")
+        match handle.runtime {
+            Runtime::Process => self.process.stop(&handle.id, grace).await,
+            Runtime::Container => self.engine()?.stop(&handle.id, grace).await,
+        }
     }
 
     /// Remove what is left of an exited replica (container, process record).
+    /// What still runs of it is killed first.
     pub async fn cleanup(&self, handle: &ReplicaHandle) -> Result<(), AgentError> {
-        todo!("{handle:?}")
+        match handle.runtime {
+            Runtime::Process => self.process.cleanup(&handle.id).await,
+            Runtime::Container => self.engine()?.cleanup(&handle.id).await,
+        }
     }
 
     /// Every replica this agent (or a previous run of it with the same state_dir and
     /// engine) started and has not cleaned up, running or exited.
     pub async fn list(&self) -> Result<Vec<FoundReplica>, AgentError> {
-        todo!()
+        let mut found = self.process.list().await?;
+        if let Some(runtime) = &self.container {
+            found.extend(runtime.list().await?);
+        }
+        Ok(found)
     }
 }

@@ -1,1 +1,23 @@
+//! Capstan's controllers. Today: the standalone controller that `capstan up` runs
+//! ([`standalone`]); the Kubernetes controller (kube-rs) joins it with the same core.
+//! [`mapping`] translates between the TrainingJob resource and `capstan_core`'s values.
 
+pub mod mapping;
+pub mod standalone;
+
+/// Errors of a reconcile pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] capstan_store::StoreError),
+    /// The agent failed to start, stop or observe a replica.
+    #[error(transparent)]
+    Agent(#[from] capstan_agent::AgentError),
+    /// A status or spec did not (de)serialize.
+    #[error("serialization: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A file operation failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}

@@ -185,7 +185,7 @@ pub enum Launcher {
 }
 
 /// Where the standalone agent runs replicas.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// A container through the Docker Engine API (Docker, or Podman's compatible service).
@@ -393,6 +393,20 @@ pub struct TrainingJobStatus {
     /// The exit code that ended the job, when a replica's exit ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Set while the gang is being stopped through no fault of its own (preemption, a GPU
+    /// fault); the job then goes back to Pending without counting a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<EvictionStatus>,
+}
+
+/// Why a running gang is being stopped and requeued.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvictionStatus {
+    /// CamelCase reason, e.g. Preempted or GpuUnhealthy.
+    pub reason: String,
+    /// What happened, for a person.
+    pub message: String,
 }
 
 /// Address every replica uses to find rank 0.

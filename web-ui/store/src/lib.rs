@@ -9,8 +9,21 @@
 pub mod entities;
 pub mod migrations;
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
+    DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use entities::{event, experiment, experiment_tag, latest_metric, metric, param, resource, run, tag};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -163,9 +176,259 @@ pub struct ExperimentRecord {
 }
 
 /// The store: one database connection pool.
+///
+/// On SQLite there are two pools over the same file: `writer` has a single connection, so
+/// writers of this process queue in the pool (fairly, without spinning on SQLITE_BUSY), and
+/// every write transaction is `BEGIN IMMEDIATE`, so one from another process waits on the
+/// busy timeout instead of failing on a lock upgrade; `db` has a few connections for reads,
+/// which WAL lets run beside the writer. An in-memory database has one pool for both.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sea_orm::DatabaseConnection,
+    writer: sea_orm::DatabaseConnection,
+}
+
+/// Rows per multi-row INSERT (6 columns x 500 rows stays far below every bind limit).
+const CHUNK_ROWS: usize = 500;
+/// Connections of the SQLite read pool.
+const SQLITE_READERS: u32 = 4;
+/// How long a SQLite connection waits for another's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+/// How long a caller waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Now, RFC 3339, seconds precision, UTC with a "Z".
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Now, ms since the epoch.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Connect options for a SQLite pool: WAL, synchronous=FULL, foreign keys and the busy timeout
+/// on every connection the pool opens.
+fn sqlite_options(url: &str, max_connections: u32, in_memory: bool) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        });
+    if in_memory {
+        // The database lives as long as one connection to it: keep that one open.
+        options
+            .min_connections(1)
+            .idle_timeout(None::<Duration>)
+            .max_lifetime(None::<Duration>);
+    }
+    options
+}
+
+/// Stored JSON text to a value.
+fn parse_json(text: &str) -> Result<Value> {
+    Ok(serde_json::from_str(text)?)
+}
+
+fn to_stored(m: resource::Model) -> Result<StoredResource> {
+    Ok(StoredResource {
+        labels: parse_json(&m.labels)?,
+        annotations: parse_json(&m.annotations)?,
+        spec: parse_json(&m.spec)?,
+        status: parse_json(&m.status)?,
+        kind: m.kind,
+        namespace: m.namespace,
+        name: m.name,
+        uid: m.uid,
+        generation: m.generation,
+        resource_version: m.resource_version,
+        creation_timestamp: m.creation_timestamp,
+        deletion_timestamp: m.deletion_timestamp,
+    })
+}
+
+fn to_event(m: event::Model) -> Event {
+    Event {
+        object_uid: m.object_uid,
+        type_: m.type_,
+        reason: m.reason,
+        message: m.message,
+        count: m.count,
+        first_timestamp: m.first_timestamp,
+        last_timestamp: m.last_timestamp,
+    }
+}
+
+/// A value as stored: NaN becomes (0, is_nan), everything else (infinities too) is kept.
+fn stored_value(value: f64) -> (f64, bool) {
+    if value.is_nan() {
+        (0.0, true)
+    } else {
+        (value, false)
+    }
+}
+
+/// A stored value back: is_nan gives NaN.
+fn loaded_value(value: f64, is_nan: bool) -> f64 {
+    if is_nan {
+        f64::NAN
+    } else {
+        value
+    }
+}
+
+/// Key/value pairs with one entry per key, the last given winning, sorted by key.
+fn last_wins(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
+}
+
+fn parse_experiment_id(experiment_id: &str) -> Option<i64> {
+    // Only canonical decimal ids: "1", not "+1" or "01".
+    let id: i64 = experiment_id.parse().ok()?;
+    (id >= 0 && id.to_string() == experiment_id).then_some(id)
+}
+
+fn run_not_found(run_id: &str) -> StoreError {
+    StoreError::NotFound(format!("run {run_id}"))
+}
+
+fn run_record(
+    m: run::Model,
+    metrics: Vec<MetricPoint>,
+    params: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+) -> RunRecord {
+    RunRecord {
+        run_id: m.run_uuid,
+        experiment_id: m.experiment_id.to_string(),
+        run_name: m.name,
+        status: m.status,
+        start_time: m.start_time,
+        end_time: m.end_time,
+        lifecycle_stage: m.lifecycle_stage,
+        artifact_uri: m.artifact_uri,
+        metrics,
+        params,
+        tags,
+    }
+}
+
+/// A run with its latest metrics, params and tags (each sorted by key), read through `conn`.
+async fn load_run<C: ConnectionTrait>(conn: &C, run_id: &str) -> Result<Option<RunRecord>> {
+    let Some(m) = run::Entity::find_by_id(run_id.to_owned()).one(conn).await? else {
+        return Ok(None);
+    };
+    let metrics = latest_metric::Entity::find()
+        .filter(latest_metric::Column::RunUuid.eq(run_id))
+        .order_by_asc(latest_metric::Column::Key)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|l| MetricPoint { value: loaded_value(l.value, l.is_nan), key: l.key, timestamp: l.timestamp, step: l.step })
+        .collect();
+    let params = param::Entity::find()
+        .filter(param::Column::RunUuid.eq(run_id))
+        .order_by_asc(param::Column::Key)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect();
+    let tags = tag::Entity::find()
+        .filter(tag::Column::RunUuid.eq(run_id))
+        .order_by_asc(tag::Column::Key)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    Ok(Some(run_record(m, metrics, params, tags)))
+}
+
+/// An experiment with its tags (sorted by key), read through `conn`.
+async fn load_experiment<C: ConnectionTrait>(conn: &C, m: Option<experiment::Model>) -> Result<Option<ExperimentRecord>> {
+    let Some(m) = m else {
+        return Ok(None);
+    };
+    let tags = experiment_tag::Entity::find()
+        .filter(experiment_tag::Column::ExperimentId.eq(m.experiment_id))
+        .order_by_asc(experiment_tag::Column::Key)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    Ok(Some(ExperimentRecord {
+        experiment_id: m.experiment_id.to_string(),
+        name: m.name,
+        artifact_location: m.artifact_location,
+        lifecycle_stage: m.lifecycle_stage,
+        creation_time: m.creation_time,
+        last_update_time: m.last_update_time,
+        tags,
+    }))
+}
+
+/// Create an active experiment inside `txn`; AlreadyExists if the name is taken.
+async fn insert_experiment(txn: &DatabaseTransaction, name: &str, tags: &[(String, String)]) -> Result<i64> {
+    let taken = experiment::Entity::find()
+        .filter(experiment::Column::Name.eq(name))
+        .one(txn)
+        .await?;
+    if taken.is_some() {
+        return Err(StoreError::AlreadyExists(format!("experiment '{name}'")));
+    }
+    let now = now_ms();
+    let inserted = experiment::Entity::insert(experiment::ActiveModel {
+        experiment_id: ActiveValue::NotSet,
+        name: ActiveValue::Set(name.to_owned()),
+        // Needs the id; set right below, in the same transaction.
+        artifact_location: ActiveValue::Set(String::new()),
+        lifecycle_stage: ActiveValue::Set("active".to_owned()),
+        creation_time: ActiveValue::Set(now),
+        last_update_time: ActiveValue::Set(now),
+    })
+    .exec(txn)
+    .await?;
+    let id = inserted.last_insert_id;
+    experiment::Entity::update_many()
+        .col_expr(experiment::Column::ArtifactLocation, Expr::value(format!("mlflow-artifacts:/{id}")))
+        .filter(experiment::Column::ExperimentId.eq(id))
+        .exec(txn)
+        .await?;
+    let tags = last_wins(tags);
+    for chunk in tags.chunks(CHUNK_ROWS) {
+        experiment_tag::Entity::insert_many(chunk.iter().map(|(k, v)| experiment_tag::ActiveModel {
+            experiment_id: ActiveValue::Set(id),
+            key: ActiveValue::Set(k.clone()),
+            value: ActiveValue::Set(v.clone()),
+        }))
+        .exec_without_returning(txn)
+        .await?;
+    }
+    Ok(id)
+}
+
+/// `column` of the row an upsert proposes (`excluded.column`).
+fn excluded(column: &str) -> Expr {
+    Expr::col((Alias::new("excluded"), Alias::new(column)))
+}
+
+/// `column` of the stored `latest_metrics` row an upsert conflicts with.
+fn stored_latest(column: latest_metric::Column) -> Expr {
+    Expr::col((latest_metric::Entity, column))
 }
 
 impl Store {
@@ -173,12 +436,48 @@ impl Store {
     /// or `sqlite::memory:`), switch SQLite to WAL mode with synchronous=FULL (an
     /// acknowledged write survives power loss), and run the migrations.
     pub async fn open(url: &str) -> Result<Store> {
-        todo!("{url}")
+        let store = if url.starts_with("sqlite:") {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let writer = Database::connect(sqlite_options(url, 1, in_memory)).await?;
+            migrations::Migrator::up(&writer, None).await?;
+            // Readers connect after the migrations, on a file already in WAL mode.
+            let db = if in_memory {
+                writer.clone()
+            } else {
+                Database::connect(sqlite_options(url, SQLITE_READERS, false)).await?
+            };
+            Store { db, writer }
+        } else {
+            let mut options = ConnectOptions::new(url.to_owned());
+            options.acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+            let db = Database::connect(options).await?;
+            migrations::Migrator::up(&db, None).await?;
+            Store { writer: db.clone(), db }
+        };
+        tracing::debug!(url, "store opened");
+        Ok(store)
     }
 
     /// Open the SQLite file `path`, creating it.
     pub async fn open_sqlite(path: &std::path::Path) -> Result<Store> {
-        todo!("{path:?}")
+        let path = std::path::absolute(path).map_err(|e| {
+            StoreError::Db(sea_orm::DbErr::Custom(format!("cannot resolve {}: {e}", path.display())))
+        })?;
+        // `?` and `#` would end the path part of the URL.
+        let path = path.to_string_lossy().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        Store::open(&format!("sqlite://{path}?mode=rwc")).await
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so it holds the write lock from the
+    /// start and never fails upgrading a read lock.
+    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        Ok(self
+            .writer
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?)
     }
 
     /// Create the object, or update its spec/labels/annotations. A create gets a new uid,
@@ -193,63 +492,249 @@ impl Store {
         annotations: &Value,
         spec: &Value,
     ) -> Result<(StoredResource, PutOutcome)> {
-        todo!("{kind}{namespace}{name}{labels}{annotations}{spec}")
+        let txn = self.begin_write().await?;
+        let existing = resource::Entity::find()
+            .filter(resource::Column::Kind.eq(kind))
+            .filter(resource::Column::Namespace.eq(namespace))
+            .filter(resource::Column::Name.eq(name))
+            .one(&txn)
+            .await?;
+        let Some(old) = existing else {
+            let model = resource::Model {
+                uid: uuid::Uuid::new_v4().to_string(),
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                generation: 1,
+                resource_version: 1,
+                creation_timestamp: now_rfc3339(),
+                deletion_timestamp: None,
+                labels: serde_json::to_string(labels)?,
+                annotations: serde_json::to_string(annotations)?,
+                spec: serde_json::to_string(spec)?,
+                status: "{}".to_owned(),
+            };
+            resource::Entity::insert(model.clone().into_active_model())
+                .exec_without_returning(&txn)
+                .await?;
+            txn.commit().await?;
+            return Ok((to_stored(model)?, PutOutcome::Created));
+        };
+        if old.deletion_timestamp.is_some() {
+            return Err(StoreError::AlreadyExists(format!("{kind} {namespace}/{name} is being deleted")));
+        }
+        let spec_changed = parse_json(&old.spec)? != *spec;
+        let changed = spec_changed || parse_json(&old.labels)? != *labels || parse_json(&old.annotations)? != *annotations;
+        if !changed {
+            txn.commit().await?;
+            return Ok((to_stored(old)?, PutOutcome::Unchanged));
+        }
+        let mut model = old;
+        if spec_changed {
+            model.generation += 1;
+        }
+        model.resource_version += 1;
+        model.labels = serde_json::to_string(labels)?;
+        model.annotations = serde_json::to_string(annotations)?;
+        model.spec = serde_json::to_string(spec)?;
+        resource::Entity::update_many()
+            .col_expr(resource::Column::Generation, Expr::value(model.generation))
+            .col_expr(resource::Column::ResourceVersion, Expr::value(model.resource_version))
+            .col_expr(resource::Column::Labels, Expr::value(model.labels.clone()))
+            .col_expr(resource::Column::Annotations, Expr::value(model.annotations.clone()))
+            .col_expr(resource::Column::Spec, Expr::value(model.spec.clone()))
+            .filter(resource::Column::Uid.eq(model.uid.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok((to_stored(model)?, PutOutcome::Configured))
     }
 
     /// One object.
     pub async fn get_resource(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<StoredResource>> {
-        todo!("{kind}{namespace}{name}")
+        resource::Entity::find()
+            .filter(resource::Column::Kind.eq(kind))
+            .filter(resource::Column::Namespace.eq(namespace))
+            .filter(resource::Column::Name.eq(name))
+            .one(&self.db)
+            .await?
+            .map(to_stored)
+            .transpose()
     }
 
     /// Objects of a kind, in one namespace or all (None), ordered by creation then name.
     pub async fn list_resources(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<StoredResource>> {
-        todo!("{kind}{namespace:?}")
+        let mut query = resource::Entity::find().filter(resource::Column::Kind.eq(kind));
+        if let Some(namespace) = namespace {
+            query = query.filter(resource::Column::Namespace.eq(namespace));
+        }
+        query
+            .order_by_asc(resource::Column::CreationTimestamp)
+            .order_by_asc(resource::Column::Name)
+            .order_by_asc(resource::Column::Namespace)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_stored)
+            .collect()
     }
 
     /// Replace the status of the object with this uid. NotFound if it no longer exists.
     pub async fn set_status(&self, uid: &str, status: &Value) -> Result<()> {
-        todo!("{uid}{status}")
+        let updated = resource::Entity::update_many()
+            .col_expr(resource::Column::Status, Expr::value(serde_json::to_string(status)?))
+            .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
+            .filter(resource::Column::Uid.eq(uid))
+            .exec(&self.writer)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(StoreError::NotFound(format!("resource with uid {uid}")));
+        }
+        Ok(())
     }
 
     /// Ask for deletion: set deletion_timestamp (idempotent). Returns false if absent.
     pub async fn mark_deleted(&self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
-        todo!("{kind}{namespace}{name}")
+        let txn = self.begin_write().await?;
+        let existing = resource::Entity::find()
+            .filter(resource::Column::Kind.eq(kind))
+            .filter(resource::Column::Namespace.eq(namespace))
+            .filter(resource::Column::Name.eq(name))
+            .one(&txn)
+            .await?;
+        let Some(m) = existing else {
+            return Ok(false);
+        };
+        if m.deletion_timestamp.is_none() {
+            resource::Entity::update_many()
+                .col_expr(resource::Column::DeletionTimestamp, Expr::value(now_rfc3339()))
+                .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
+                .filter(resource::Column::Uid.eq(m.uid.as_str()))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+        }
+        Ok(true)
     }
 
     /// Remove the object with this uid and its events for good.
     pub async fn remove_resource(&self, uid: &str) -> Result<()> {
-        todo!("{uid}")
+        let txn = self.begin_write().await?;
+        event::Entity::delete_many()
+            .filter(event::Column::ObjectUid.eq(uid))
+            .exec(&txn)
+            .await?;
+        resource::Entity::delete_many()
+            .filter(resource::Column::Uid.eq(uid))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Record an event; a repeat of the latest event of the same object with the same
     /// type, reason and message increments its count and last_timestamp instead.
     pub async fn add_event(&self, object_uid: &str, type_: &str, reason: &str, message: &str) -> Result<()> {
-        todo!("{object_uid}{type_}{reason}{message}")
+        let now = now_rfc3339();
+        let txn = self.begin_write().await?;
+        let latest = event::Entity::find()
+            .filter(event::Column::ObjectUid.eq(object_uid))
+            .order_by_desc(event::Column::Id)
+            .one(&txn)
+            .await?;
+        match latest {
+            Some(e) if e.type_ == type_ && e.reason == reason && e.message == message => {
+                event::Entity::update_many()
+                    .col_expr(event::Column::Count, Expr::col(event::Column::Count).add(1i64))
+                    .col_expr(event::Column::LastTimestamp, Expr::value(now))
+                    .filter(event::Column::Id.eq(e.id))
+                    .exec(&txn)
+                    .await?;
+            }
+            _ => {
+                event::Entity::insert(event::ActiveModel {
+                    id: ActiveValue::NotSet,
+                    object_uid: ActiveValue::Set(object_uid.to_owned()),
+                    type_: ActiveValue::Set(type_.to_owned()),
+                    reason: ActiveValue::Set(reason.to_owned()),
+                    message: ActiveValue::Set(message.to_owned()),
+                    count: ActiveValue::Set(1),
+                    first_timestamp: ActiveValue::Set(now.clone()),
+                    last_timestamp: ActiveValue::Set(now),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Events of an object, oldest first.
     pub async fn list_events(&self, object_uid: &str) -> Result<Vec<Event>> {
-        todo!("{object_uid}")
+        Ok(event::Entity::find()
+            .filter(event::Column::ObjectUid.eq(object_uid))
+            .order_by_asc(event::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_event)
+            .collect())
     }
 
     /// The experiment with this name, created (active) if missing. Returns its id.
     pub async fn get_or_create_experiment(&self, name: &str) -> Result<String> {
-        todo!("{name}")
+        let found = experiment::Entity::find()
+            .filter(experiment::Column::Name.eq(name))
+            .one(&self.db)
+            .await?;
+        if let Some(m) = found {
+            return Ok(m.experiment_id.to_string());
+        }
+        let txn = self.begin_write().await?;
+        // Someone may have made it since the look-up above.
+        let found = experiment::Entity::find()
+            .filter(experiment::Column::Name.eq(name))
+            .one(&txn)
+            .await?;
+        let id = match found {
+            Some(m) => m.experiment_id,
+            None => insert_experiment(&txn, name, &[]).await?,
+        };
+        txn.commit().await?;
+        Ok(id.to_string())
     }
 
     /// Create an experiment; AlreadyExists if the name is taken.
     pub async fn create_experiment(&self, name: &str, tags: &[(String, String)]) -> Result<String> {
-        todo!("{name}{tags:?}")
+        let txn = self.begin_write().await?;
+        let id = insert_experiment(&txn, name, tags).await?;
+        txn.commit().await?;
+        Ok(id.to_string())
     }
 
     /// An experiment by id.
     pub async fn get_experiment(&self, experiment_id: &str) -> Result<Option<ExperimentRecord>> {
-        todo!("{experiment_id}")
+        let Some(id) = parse_experiment_id(experiment_id) else {
+            return Ok(None);
+        };
+        let txn = self.db.begin().await?;
+        let m = experiment::Entity::find_by_id(id).one(&txn).await?;
+        let record = load_experiment(&txn, m).await?;
+        txn.commit().await?;
+        Ok(record)
     }
 
     /// An experiment by name.
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>> {
-        todo!("{name}")
+        let txn = self.db.begin().await?;
+        let m = experiment::Entity::find()
+            .filter(experiment::Column::Name.eq(name))
+            .one(&txn)
+            .await?;
+        let record = load_experiment(&txn, m).await?;
+        txn.commit().await?;
+        Ok(record)
     }
 
     /// Create a RUNNING run in the experiment, with a new 32-hex id; start_time in ms.
@@ -260,12 +745,48 @@ impl Store {
         start_time: i64,
         tags: &[(String, String)],
     ) -> Result<RunRecord> {
-        todo!("{experiment_id}{run_name}{start_time}{tags:?}")
+        let not_found = || StoreError::NotFound(format!("experiment {experiment_id}"));
+        let exp_id = parse_experiment_id(experiment_id).ok_or_else(not_found)?;
+        let txn = self.begin_write().await?;
+        if experiment::Entity::find_by_id(exp_id).one(&txn).await?.is_none() {
+            return Err(not_found());
+        }
+        let run_uuid = uuid::Uuid::new_v4().simple().to_string();
+        let model = run::Model {
+            artifact_uri: format!("mlflow-artifacts:/{exp_id}/{run_uuid}/artifacts"),
+            run_uuid,
+            experiment_id: exp_id,
+            name: run_name.to_owned(),
+            status: "RUNNING".to_owned(),
+            start_time,
+            end_time: None,
+            lifecycle_stage: "active".to_owned(),
+            user_id: String::new(),
+        };
+        run::Entity::insert(model.clone().into_active_model())
+            .exec_without_returning(&txn)
+            .await?;
+        let tags = last_wins(tags);
+        for chunk in tags.chunks(CHUNK_ROWS) {
+            tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
+                run_uuid: ActiveValue::Set(model.run_uuid.clone()),
+                key: ActiveValue::Set(k.clone()),
+                value: ActiveValue::Set(v.clone()),
+            }))
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(run_record(model, Vec::new(), Vec::new(), tags))
     }
 
     /// A run with its latest metrics, params and tags.
     pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        todo!("{run_id}")
+        // One read transaction: one snapshot for the four queries.
+        let txn = self.db.begin().await?;
+        let record = load_run(&txn, run_id).await?;
+        txn.commit().await?;
+        Ok(record)
     }
 
     /// Update status / end_time / name of a run. NotFound if absent.
@@ -276,7 +797,26 @@ impl Store {
         end_time: Option<i64>,
         run_name: Option<&str>,
     ) -> Result<RunRecord> {
-        todo!("{run_id}{status:?}{end_time:?}{run_name:?}")
+        let txn = self.begin_write().await?;
+        let Some(m) = run::Entity::find_by_id(run_id.to_owned()).one(&txn).await? else {
+            return Err(run_not_found(run_id));
+        };
+        let mut am: run::ActiveModel = m.into();
+        if let Some(status) = status {
+            am.status = ActiveValue::Set(status.to_owned());
+        }
+        if let Some(end_time) = end_time {
+            am.end_time = ActiveValue::Set(Some(end_time));
+        }
+        if let Some(run_name) = run_name {
+            am.name = ActiveValue::Set(run_name.to_owned());
+        }
+        if am.is_changed() {
+            am.update(&txn).await?;
+        }
+        let record = load_run(&txn, run_id).await?.ok_or_else(|| run_not_found(run_id))?;
+        txn.commit().await?;
+        Ok(record)
     }
 
     /// Log metrics, params and tags in one transaction. Params are immutable: the same
@@ -290,11 +830,172 @@ impl Store {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<()> {
-        todo!("{run_id}{metrics:?}{params:?}{tags:?}")
+        let txn = self.begin_write().await?;
+        if run::Entity::find_by_id(run_id.to_owned()).one(&txn).await?.is_none() {
+            return Err(run_not_found(run_id));
+        }
+
+        // Params first: a change anywhere means nothing of the batch is written.
+        let mut new_params: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, value) in params {
+            if let Some(&earlier) = new_params.get(key.as_str()) {
+                if earlier != value {
+                    return Err(StoreError::ParamChanged {
+                        run_id: run_id.to_owned(),
+                        key: key.clone(),
+                        old: earlier.to_owned(),
+                        new: value.clone(),
+                    });
+                }
+            }
+            new_params.insert(key, value);
+        }
+        let keys: Vec<&str> = new_params.keys().copied().collect();
+        for chunk in keys.chunks(CHUNK_ROWS) {
+            let stored = param::Entity::find()
+                .filter(param::Column::RunUuid.eq(run_id))
+                .filter(param::Column::Key.is_in(chunk.iter().copied()))
+                .all(&txn)
+                .await?;
+            for p in stored {
+                let asked = new_params[p.key.as_str()];
+                if p.value != asked {
+                    return Err(StoreError::ParamChanged {
+                        run_id: run_id.to_owned(),
+                        key: p.key,
+                        old: p.value,
+                        new: asked.to_owned(),
+                    });
+                }
+                new_params.remove(p.key.as_str());
+            }
+        }
+        let new_params: Vec<(&str, &str)> = new_params.into_iter().collect();
+        for chunk in new_params.chunks(CHUNK_ROWS) {
+            param::Entity::insert_many(chunk.iter().map(|&(k, v)| param::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(k.to_owned()),
+                value: ActiveValue::Set(v.to_owned()),
+            }))
+            .on_conflict_do_nothing()
+            .exec_without_returning(&txn)
+            .await?;
+        }
+
+        // Every point; one already stored is skipped.
+        for chunk in metrics.chunks(CHUNK_ROWS) {
+            metric::Entity::insert_many(chunk.iter().map(|m| {
+                let (value, is_nan) = stored_value(m.value);
+                metric::ActiveModel {
+                    run_uuid: ActiveValue::Set(run_id.to_owned()),
+                    key: ActiveValue::Set(m.key.clone()),
+                    step: ActiveValue::Set(m.step),
+                    timestamp: ActiveValue::Set(m.timestamp),
+                    value: ActiveValue::Set(value),
+                    is_nan: ActiveValue::Set(is_nan),
+                }
+            }))
+            .on_conflict_do_nothing()
+            .exec_without_returning(&txn)
+            .await?;
+        }
+
+        // The batch's latest point of each key, then kept only where it beats the stored one
+        // by (step, timestamp, value), MLflow's order.
+        let mut latest: HashMap<&str, (i64, i64, f64, bool)> = HashMap::new();
+        for m in metrics {
+            let (value, is_nan) = stored_value(m.value);
+            let candidate = (m.step, m.timestamp, value, is_nan);
+            latest
+                .entry(m.key.as_str())
+                .and_modify(|best| {
+                    let newer = (candidate.0, candidate.1)
+                        .cmp(&(best.0, best.1))
+                        .then(candidate.2.total_cmp(&best.2))
+                        .is_gt();
+                    if newer {
+                        *best = candidate;
+                    }
+                })
+                .or_insert(candidate);
+        }
+        let mut latest: Vec<(&str, (i64, i64, f64, bool))> = latest.into_iter().collect();
+        latest.sort_by(|a, b| a.0.cmp(b.0));
+        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
+            .eq(stored_latest(latest_metric::Column::Step))
+            .and(
+                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
+                    .eq(stored_latest(latest_metric::Column::Timestamp))
+                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
+            ));
+        for chunk in latest.chunks(CHUNK_ROWS) {
+            latest_metric::Entity::insert_many(chunk.iter().map(|&(key, (step, timestamp, value, is_nan))| {
+                latest_metric::ActiveModel {
+                    run_uuid: ActiveValue::Set(run_id.to_owned()),
+                    key: ActiveValue::Set(key.to_owned()),
+                    value: ActiveValue::Set(value),
+                    timestamp: ActiveValue::Set(timestamp),
+                    step: ActiveValue::Set(step),
+                    is_nan: ActiveValue::Set(is_nan),
+                }
+            }))
+            .on_conflict(
+                OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
+                    .update_columns([
+                        latest_metric::Column::Value,
+                        latest_metric::Column::Timestamp,
+                        latest_metric::Column::Step,
+                        latest_metric::Column::IsNan,
+                    ])
+                    .action_and_where(newer.clone())
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+
+        // Tags are mutable: the last value wins.
+        let tags = last_wins(tags);
+        for chunk in tags.chunks(CHUNK_ROWS) {
+            tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(k.clone()),
+                value: ActiveValue::Set(v.clone()),
+            }))
+            .on_conflict(
+                OnConflict::columns([tag::Column::RunUuid, tag::Column::Key])
+                    .update_column(tag::Column::Value)
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Every point of one metric of a run, by step then timestamp.
     pub async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<MetricPoint>> {
-        todo!("{run_id}{key}")
+        let txn = self.db.begin().await?;
+        if run::Entity::find_by_id(run_id.to_owned()).one(&txn).await?.is_none() {
+            return Err(run_not_found(run_id));
+        }
+        let points = metric::Entity::find()
+            .filter(metric::Column::RunUuid.eq(run_id))
+            .filter(metric::Column::Key.eq(key))
+            .order_by_asc(metric::Column::Step)
+            .order_by_asc(metric::Column::Timestamp)
+            .order_by_asc(metric::Column::Value)
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|m| MetricPoint { value: loaded_value(m.value, m.is_nan), key: m.key, timestamp: m.timestamp, step: m.step })
+            .collect();
+        txn.commit().await?;
+        Ok(points)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,21 @@
-//! placeholder
+//! Schema migrations, one module per schema change, applied in order by [`Migrator`]
+//! (sea-orm-migration records the applied ones in `seaql_migrations`).
+//!
+//! A migration, once released, never changes: a later schema change is a new module
+//! (`mYYYYMMDD_NNNNNN_what`) appended to [`Migrator::migrations`]. Migrations describe their
+//! tables with their own identifiers rather than the entities', so that editing an entity
+//! cannot rewrite history, and use only portable statements (SQLite and PostgreSQL).
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub mod m20261128_000001_initial;
+
+/// Every migration of the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_initial::Migration)]
+    }
+}
