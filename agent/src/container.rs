@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, DeviceRequest, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::process::exit_reason;
@@ -47,6 +49,12 @@ pub const LABEL_ATTEMPT: &str = "capstan.dev/attempt";
 pub const LABEL_LOG_PATH: &str = "capstan.dev/log-path";
 /// Label: length of the log file when the container was created.
 pub const LABEL_LOG_OFFSET: &str = "capstan.dev/log-offset";
+/// Label: the agent that started it (the id kept in its state_dir), so that
+/// [`ContainerRuntime::list`] returns its own containers only, not those of another agent
+/// (or test) sharing the engine.
+pub const LABEL_AGENT_ID: &str = "capstan.dev/agent-id";
+/// Label: node name of the agent that started it.
+pub const LABEL_NODE: &str = "capstan.dev/node";
 
 /// Sockets tried, in order, when neither the configuration nor $DOCKER_HOST names one.
 pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/docker.sock"];
@@ -118,6 +126,9 @@ pub fn container_name(spec: &ReplicaSpec) -> String {
 pub struct ContainerRuntime {
     docker: Docker,
     socket: String,
+    raw: RawClient,
+    agent_id: String,
+    node: String,
     /// Log followers: container id -> (done, task).
     followers: Arc<Mutex<HashMap<String, Follower>>>,
 }
@@ -137,8 +148,14 @@ impl Drop for ContainerRuntime {
 }
 
 impl ContainerRuntime {
-    /// Connect to the engine at [`choose_socket`]`(socket)` and ping it.
-    pub async fn connect(socket: Option<&str>) -> Result<ContainerRuntime, AgentError> {
+    /// Connect to the engine at [`choose_socket`]`(socket)` and ping it. What it starts is
+    /// labelled with `agent_id` and `node`; [`list`](Self::list) returns what carries
+    /// `agent_id`.
+    pub async fn connect(
+        socket: Option<&str>,
+        agent_id: &str,
+        node: &str,
+    ) -> Result<ContainerRuntime, AgentError> {
         let socket = choose_socket(socket);
         let no_engine = |message: String| AgentError::NoEngine { socket: socket.clone(), message };
         let docker = Docker::connect_with_unix(&socket, 120, API_DEFAULT_VERSION)
@@ -153,7 +170,19 @@ impl ContainerRuntime {
             Ok(Err(e)) => return Err(no_engine(e.to_string())),
             Err(_) => return Err(no_engine(format!("no answer within {PING_TIMEOUT:?}"))),
         }
-        Ok(ContainerRuntime { docker, socket, followers: Arc::new(Mutex::new(HashMap::new())) })
+        let version = docker.client_version();
+        let raw = RawClient {
+            socket: socket.clone(),
+            prefix: format!("/v{}.{}", version.major_version, version.minor_version),
+        };
+        Ok(ContainerRuntime {
+            docker,
+            socket,
+            raw,
+            agent_id: agent_id.to_string(),
+            node: node.to_string(),
+            followers: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// The socket in use.
@@ -184,19 +213,12 @@ impl ContainerRuntime {
 
         let name = container_name(spec);
         // The same replica again (e.g. after a failed start): reuse it while it runs.
-        match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
-            Ok(existing) => {
-                let running = existing.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-                let id = existing.id.clone().unwrap_or_else(|| name.clone());
-                if running {
-                    let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
-                    self.follow_from_labels(&id, &labels);
-                    return Ok(ReplicaHandle { runtime: Runtime::Container, id });
-                }
-                self.remove(&id).await?;
+        if let Some(existing) = self.raw.inspect(&name).await? {
+            if existing.running {
+                self.follow_from_labels(&existing.id, &existing.labels);
+                return Ok(ReplicaHandle { runtime: Runtime::Container, id: existing.id });
             }
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => return Err(engine(e)),
+            self.remove(&existing.id).await?;
         }
 
         // The log file: created (parent dirs too); this container's logs start at its end.
@@ -223,6 +245,8 @@ impl ContainerRuntime {
             (LABEL_ATTEMPT, spec.attempt.to_string()),
             (LABEL_LOG_PATH, log_path.display().to_string()),
             (LABEL_LOG_OFFSET, log_offset.to_string()),
+            (LABEL_AGENT_ID, self.agent_id.clone()),
+            (LABEL_NODE, self.node.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -295,11 +319,12 @@ impl ContainerRuntime {
         }
         let (tx, done) = watch::channel(false);
         let docker = self.docker.clone();
+        let raw = self.raw.clone();
         let path = PathBuf::from(path);
         let task = {
             let id = id.to_string();
             tokio::spawn(async move {
-                follow_logs(&docker, &id, &path, offset).await;
+                follow_logs(&docker, &raw, &id, &path, offset).await;
                 let _ = tx.send(true);
             })
         };
@@ -316,41 +341,26 @@ impl ContainerRuntime {
 
     /// What container `id` does now.
     pub async fn observe(&self, id: &str) -> Observation {
-        let inspect = match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(inspect) => inspect,
-            Err(e) if status_code(&e) == Some(404) => return Observation::Missing,
+        let inspect = match self.raw.inspect(id).await {
+            Ok(Some(inspect)) => inspect,
+            Ok(None) => return Observation::Missing,
             Err(e) => {
                 // Not knowing is not "gone": the next observation will tell.
                 tracing::warn!("inspecting container {id}: {e}");
                 return Observation::Running;
             }
         };
-        let state = inspect.state.unwrap_or_default();
-        let exited = matches!(
-            state.status,
-            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
-        ) || (state.running == Some(false)
-            && state.status != Some(ContainerStateStatusEnum::CREATED)
-            && state.finished_at.as_deref().is_some_and(|f| !f.starts_with("0001-")));
-        if !exited {
+        if !inspect.exited() {
             return Observation::Running;
         }
-        let code = state.exit_code.unwrap_or(0) as i32;
+        let code = inspect.exit_code;
         self.drain_logs(id).await;
-        let reason = if state.oom_killed == Some(true) {
-            "OOMKilled".to_string()
-        } else {
-            exit_reason(code)
-        };
+        let reason = if inspect.oom_killed { "OOMKilled".to_string() } else { exit_reason(code) };
         Observation::Exited { code, reason }
     }
 
     async fn running(&self, id: &str) -> Result<bool, AgentError> {
-        match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(inspect) => Ok(inspect.state.and_then(|s| s.running).unwrap_or(false)),
-            Err(e) if status_code(&e) == Some(404) => Ok(false),
-            Err(e) => Err(engine(e)),
-        }
+        Ok(self.raw.inspect(id).await?.is_some_and(|i| !i.exited()))
     }
 
     async fn kill(&self, id: &str, signal: &str) -> Result<(), AgentError> {
@@ -414,17 +424,25 @@ impl ContainerRuntime {
         Ok(())
     }
 
-    /// Every container labelled `capstan.dev/managed=true`, running or exited; restarts the
-    /// log follower of each running one.
+    /// Every container this agent started (labels `capstan.dev/managed=true` and its
+    /// `capstan.dev/agent-id`), running or exited; restarts the log follower of each running
+    /// one.
     pub async fn list(&self) -> Result<Vec<FoundReplica>, AgentError> {
-        let filters: HashMap<String, Vec<String>> =
-            [("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])].into();
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = self.docker.list_containers(Some(options)).await.map_err(engine)?;
+        let filters = serde_json::json!({
+            "label": [format!("{LABEL_MANAGED}=true"), format!("{LABEL_AGENT_ID}={}", self.agent_id)]
+        });
+        let path = format!("/containers/json?all=true&filters={}", percent_encode(&filters.to_string()));
+        let (status, body) = self.raw.get(&path).await.map_err(AgentError::Engine)?;
+        if status != 200 {
+            return Err(AgentError::Engine(format!("listing containers: HTTP {status}: {body}")));
+        }
         let mut found = Vec::new();
-        for c in containers {
-            let (Some(id), Some(labels)) = (c.id, c.labels) else { continue };
-            if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
+        for c in body.as_array().into_iter().flatten() {
+            let Some(id) = c.get("Id").and_then(Value::as_str).map(str::to_string) else { continue };
+            let labels = labels_of(c.get("Labels"));
+            if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true")
+                || labels.get(LABEL_AGENT_ID) != Some(&self.agent_id)
+            {
                 continue;
             }
             let (Some(job_uid), Some(index), Some(attempt)) = (
@@ -435,11 +453,7 @@ impl ContainerRuntime {
                 tracing::warn!("container {id} is labelled {LABEL_MANAGED}=true but lacks job labels");
                 continue;
             };
-            let running = c
-                .state
-                .map(|s| s.to_string() == "running")
-                .unwrap_or(false);
-            if running {
+            if c.get("State").and_then(Value::as_str) == Some("running") {
                 self.follow_from_labels(&id, &labels);
             }
             found.push(FoundReplica {
@@ -456,25 +470,32 @@ impl ContainerRuntime {
 
 /// Follow the logs of container `id` into `path` from `offset` on, until the container has
 /// stopped (or is gone).
-async fn follow_logs(docker: &Docker, id: &str, path: &Path, offset: u64) {
+async fn follow_logs(docker: &Docker, raw: &RawClient, id: &str, path: &Path, offset: u64) {
     loop {
         if let Err(e) = follow_once(docker, id, path, offset, true).await {
-            tracing::warn!("following the logs of container {id} into {}: {e}", path.display());
+            tracing::debug!("following the logs of container {id} into {}: {e}", path.display());
         }
-        match docker.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(inspect) if inspect.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {
+        match raw.inspect(id).await {
+            Ok(Some(inspect)) if !inspect.exited() => {
                 // The stream broke while the container runs: stream everything again.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Ok(_) => {
+            Ok(Some(_)) => {
                 // A follow stream can end before the last lines of a container that just
-                // exited (Podman): write the whole, final log once more.
-                if let Err(e) = follow_once(docker, id, path, offset, false).await {
-                    tracing::warn!("reading the logs of container {id} into {}: {e}", path.display());
+                // exited: write the whole, final log once more.
+                for attempt in 0..3 {
+                    match follow_once(docker, id, path, offset, false).await {
+                        Ok(()) => return,
+                        Err(e) if attempt == 2 => tracing::warn!(
+                            "reading the logs of container {id} into {}: {e}",
+                            path.display()
+                        ),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                    }
                 }
                 return;
             }
-            Err(e) if status_code(&e) == Some(404) => return,
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!("inspecting container {id}: {e}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -506,9 +527,17 @@ async fn follow_once(
     while let Some(frame) = stream.next().await {
         let frame = frame.map_err(|e| e.to_string())?;
         let bytes = match &frame {
-            LogOutput::StdOut { message }
-            | LogOutput::StdErr { message }
-            | LogOutput::Console { message } => message,
+            LogOutput::StdOut { message } | LogOutput::StdErr { message } => message,
+            // Replicas have no TTY, so their logs come multiplexed: an unframed body is the
+            // engine's error (Podman answers 200, then writes its error as JSON).
+            LogOutput::Console { message } => {
+                if let Ok(error) = serde_json::from_slice::<Value>(message) {
+                    if error.get("message").is_some() {
+                        return Err(format!("engine: {}", error["message"]));
+                    }
+                }
+                message
+            }
             LogOutput::StdIn { .. } => continue,
         };
         // Small synchronous writes to a local file: cheap enough on the runtime's thread.
@@ -516,4 +545,196 @@ async fn follow_once(
     }
     file.flush().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// What an inspect tells.
+#[derive(Debug, Clone)]
+struct Inspected {
+    id: String,
+    status: String,
+    running: bool,
+    exit_code: i32,
+    oom_killed: bool,
+    labels: HashMap<String, String>,
+}
+
+impl Inspected {
+    /// Whether it has run and stopped. Podman has states of its own ("stopped" before its
+    /// cleanup, "configured"), which is why inspect is read as plain JSON here.
+    fn exited(&self) -> bool {
+        match self.status.as_str() {
+            "exited" | "stopped" | "dead" => true,
+            "created" | "configured" | "initialized" | "running" | "paused" | "restarting"
+            | "stopping" => false,
+            _ => !self.running,
+        }
+    }
+}
+
+fn labels_of(value: Option<&Value>) -> HashMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Plain JSON GETs over the engine's socket, for inspect and list: bollard's typed models
+/// reject container states that only Podman has ("stopped", "configured").
+#[derive(Debug, Clone)]
+struct RawClient {
+    socket: String,
+    /// "/v1.41": the negotiated API version.
+    prefix: String,
+}
+
+impl RawClient {
+    /// GET `path` (with its query): the status code and the JSON body (Null when empty).
+    async fn get(&self, path: &str) -> Result<(u16, Value), String> {
+        let exchange = async {
+            let mut stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| format!("{}: {e}", self.socket))?;
+            let request = format!(
+                "GET {}{path} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+                self.prefix
+            );
+            stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(response)
+        };
+        let response = tokio::time::timeout(Duration::from_secs(60), exchange)
+            .await
+            .map_err(|_| format!("GET {path}: no answer within 60 s"))??;
+        parse_response(&response).map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// Inspect container `id`: None when there is no such container.
+    async fn inspect(&self, id: &str) -> Result<Option<Inspected>, AgentError> {
+        let (status, body) = self
+            .get(&format!("/containers/{}/json", percent_encode(id)))
+            .await
+            .map_err(AgentError::Engine)?;
+        match status {
+            200 => {}
+            404 => return Ok(None),
+            _ => {
+                return Err(AgentError::Engine(format!(
+                    "inspecting container {id}: HTTP {status}: {body}"
+                )))
+            }
+        }
+        let state = &body["State"];
+        Ok(Some(Inspected {
+            id: body["Id"].as_str().unwrap_or(id).to_string(),
+            status: state["Status"].as_str().unwrap_or_default().to_ascii_lowercase(),
+            running: state["Running"].as_bool().unwrap_or(false),
+            exit_code: state["ExitCode"].as_i64().unwrap_or(0) as i32,
+            oom_killed: state["OOMKilled"].as_bool().unwrap_or(false),
+            labels: labels_of(body["Config"].get("Labels")),
+        }))
+    }
+}
+
+/// Status and JSON body of an HTTP/1.1 response read to its end.
+fn parse_response(response: &[u8]) -> Result<(u16, Value), String> {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("incomplete HTTP response")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let mut body = response[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad HTTP status line")?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((status, Value::Null));
+    }
+    let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        // Errors may come as plain text.
+        Value::String(String::from_utf8_lossy(&body).trim().to_string())
+    });
+    Ok((status, value))
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("bad chunked body")?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size {
+            return Err("truncated chunk".to_string());
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses() {
+        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"message\":\"no such container\"}";
+        let (status, body) = parse_response(plain).unwrap();
+        assert_eq!(status, 404);
+        assert_eq!(body["message"], "no such container");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n2\r\n,3\r\n1\r\n]\r\n0\r\n\r\n";
+        let (status, body) = parse_response(chunked).unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, serde_json::json!([1, 2, 3]));
+        assert_eq!(parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap(), (204, Value::Null));
+    }
+
+    #[test]
+    fn names_and_encoding() {
+        assert_eq!(percent_encode("a=b c/{}"), "a%3Db%20c%2F%7B%7D");
+        let spec = ReplicaSpec {
+            namespace: "ns".into(),
+            job_name: "My Job/x".into(),
+            job_uid: "1234abcd-ef56-7890".into(),
+            index: 3,
+            attempt: 2,
+            runtime: Runtime::Container,
+            image: None,
+            argv: vec![],
+            env: vec![],
+            working_dir: None,
+            gpus: vec![],
+            cpu: None,
+            memory_bytes: None,
+            log_path: PathBuf::from("/tmp/x.log"),
+            mounts: vec![],
+        };
+        assert_eq!(container_name(&spec), "capstan-My-Job-x-3-2-1234abcd");
+    }
 }

@@ -169,12 +169,48 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// The id of the agent keeping its state in `state_dir` (file `agent-id`, made once).
+fn agent_id(state_dir: &std::path::Path) -> Result<String, AgentError> {
+    let path = state_dir.join("agent-id");
+    let io = |source| AgentError::Io { path: path.display().to_string(), source };
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let id = format!("{:x}{:06x}", nanos, std::process::id() & 0xff_ffff);
+    let tmp = state_dir.join(format!("agent-id.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, format!("{id}\n")).map_err(io)?;
+    // Two agents starting at once on one state_dir agree on the first id written.
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(std::fs::read_to_string(&path).map_err(io)?.trim().to_string())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(io(e))
+        }
+    }
+}
+
 impl Agent {
     /// Build the agent. A missing container engine is logged once and leaves the container
     /// runtime off; starting a container replica then fails with [`AgentError::NoEngine`].
     ///
     /// An empty `node_name` becomes the host name; an empty `state_dir` becomes
     /// `$TMPDIR/capstan-agent`. `simulate_gpus` that does not parse is [`AgentError::Invalid`].
+    /// The state_dir keeps the agent's id (file `agent-id`), which labels its containers:
+    /// [`Agent::list`] finds those of agents with the same state_dir only.
     pub async fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let mut config = config;
         if config.node_name.trim().is_empty() {
@@ -188,8 +224,14 @@ impl Agent {
             _ => Vec::new(),
         };
         let process = process::ProcessRuntime::new(&config.state_dir)?;
-        let (container, engine_error) =
-            match container::ContainerRuntime::connect(config.docker_socket.as_deref()).await {
+        let id = agent_id(&config.state_dir)?;
+        let (container, engine_error) = match container::ContainerRuntime::connect(
+            config.docker_socket.as_deref(),
+            &id,
+            &config.node_name,
+        )
+        .await
+        {
                 Ok(runtime) => (Some(runtime), None),
                 Err(AgentError::NoEngine { socket, message }) => {
                     tracing::warn!(

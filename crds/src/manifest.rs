@@ -25,6 +25,8 @@ pub const MAX_DEPTH: usize = 64;
 /// Most nodes (scalars, mappings, sequences, counting every alias expansion) one input may
 /// produce, across all its documents.
 pub const MAX_NODES: usize = 1_000_000;
+/// Most fields per document whose line is remembered; later ones report their parent's.
+const MAX_LINE_ENTRIES: usize = 200_000;
 
 /// One non-empty YAML document of a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +60,9 @@ impl Document {
 }
 
 /// A validated Capstan resource.
+// A TrainingJob is big, but boxing it would make every caller's match less direct, and
+// resources are few and short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Resource {
     /// A TrainingJob.
@@ -309,6 +314,14 @@ impl Cursor<'_> {
     }
 }
 
+/// Remembers the line of a field; past [`MAX_LINE_ENTRIES`] fields, `line_of` falls back to
+/// parents (keeps hostile input from costing much memory).
+fn record(lines: &mut HashMap<String, usize>, path: String, line: usize) {
+    if lines.len() < MAX_LINE_ENTRIES {
+        lines.insert(path, line);
+    }
+}
+
 fn syntax(mark: Marker, message: impl Into<String>) -> ManifestError {
     ManifestError::Syntax { line: mark.line(), column: mark.col() + 1, message: message.into() }
 }
@@ -323,12 +336,13 @@ impl Builder<'_> {
     fn scan_error(&self, e: &ScanError) -> ManifestError {
         let mark = e.marker();
         let mut message = e.info().to_string();
-        if message == "recursion limit exceeded" {
+        let too_deep = message == "recursion limit exceeded";
+        if too_deep {
             message = format!("the manifest is nested deeper than {MAX_DEPTH} levels");
         }
         // Point at the opening bracket of an unclosed flow collection: the scanner only
         // notices at the end of the input.
-        if let Some(open) = self.stack.iter().rev().find(|f| f.flow) {
+        if let Some(open) = self.stack.iter().rev().find(|f| f.flow).filter(|_| !too_deep) {
             if mark.line() != open.line || message.contains("eof") {
                 let (bracket, closer) = match open.container {
                     Container::Seq(_) => ('[', ']'),
@@ -365,7 +379,7 @@ impl Builder<'_> {
         if self.nodes > MAX_NODES {
             return Err(syntax(
                 mark,
-                format!("the manifest has more than {MAX_NODES} nodes once aliases are expanded"),
+                format!("the manifest has more than {MAX_NODES} nodes (counting every alias expansion)"),
             ));
         }
         Ok(())
@@ -399,7 +413,7 @@ impl Builder<'_> {
             ));
         }
         if !merge {
-            self.lines.insert(path.clone(), mark.line());
+            record(&mut self.lines, path.clone(), mark.line());
         }
         *key = Some(PendingKey { name, path, line: mark.line(), column: mark.col() + 1, merge });
         Ok(())
@@ -419,7 +433,10 @@ impl Builder<'_> {
         match &mut frame.container {
             Container::Seq(items) => items.push(value),
             Container::Map { map, key, merges } => {
-                let k = key.take().expect("attach is only called with a pending key");
+                let Some(k) = key.take() else {
+                    // Cannot happen: a mapping's values always follow their keys.
+                    return Err(syntax(mark, "a mapping value without a key"));
+                };
                 if k.merge {
                     let ok = match &value {
                         Value::Object(_) => true,
@@ -465,7 +482,7 @@ impl Builder<'_> {
         }
         if let Slot::Value(path) = slot {
             if matches!(self.stack.last(), Some(Frame { container: Container::Seq(_), .. })) {
-                self.lines.insert(path, mark.line());
+                record(&mut self.lines, path, mark.line());
             }
         }
         self.attach(value, mark)
@@ -491,7 +508,7 @@ impl Builder<'_> {
             }
             Slot::Value(path) => {
                 if matches!(self.stack.last(), Some(Frame { container: Container::Seq(_), .. })) {
-                    self.lines.insert(path, mark.line());
+                    record(&mut self.lines, path, mark.line());
                 }
                 self.attach(value, mark)
             }
@@ -525,7 +542,7 @@ impl Builder<'_> {
             Slot::Root => String::new(),
             Slot::Value(path) => {
                 if matches!(self.stack.last(), Some(Frame { container: Container::Seq(_), .. })) {
-                    self.lines.insert(path.clone(), mark.line());
+                    record(&mut self.lines, path.clone(), mark.line());
                 }
                 path
             }
@@ -573,7 +590,10 @@ impl Builder<'_> {
                         if let Value::Object(m) = source {
                             for (k, v) in m {
                                 if !map.contains_key(&k) {
-                                    self.lines.entry(child_path(&frame.path, &k)).or_insert(line);
+                                    let path = child_path(&frame.path, &k);
+                                    if !self.lines.contains_key(&path) {
+                                        record(&mut self.lines, path, line);
+                                    }
                                     map.insert(k, v);
                                 }
                             }
@@ -595,12 +615,7 @@ impl Builder<'_> {
 
 const CORE_TAG: &str = "tag:yaml.org,2002:";
 
-fn scalar_value(
-    text: String,
-    style: TScalarStyle,
-    tag: Option<&Tag>,
-    mark: Marker,
-) -> Result<Value, ManifestError> {
+fn scalar_value(text: String, style: TScalarStyle, tag: Option<&Tag>, mark: Marker) -> Result<Value, ManifestError> {
     let Some(tag) = tag else {
         return if style == TScalarStyle::Plain { resolve_plain(text, mark) } else { Ok(Value::String(text)) };
     };
@@ -638,8 +653,8 @@ fn resolve_plain(text: String, mark: Marker) -> Result<Value, ManifestError> {
         "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
         "true" | "True" | "TRUE" => return Ok(Value::Bool(true)),
         "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan"
-        | ".NaN" | ".NAN" => {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
+        | ".NAN" => {
             return Err(syntax(
                 mark,
                 format!("{text} cannot be represented in JSON (no infinity or NaN): quote it if it is a string"),
@@ -855,15 +870,8 @@ impl Errors<'_> {
 
 /// Metadata fields `kubectl get -o yaml` output carries that the server owns: accepted in a
 /// manifest and ignored.
-const IGNORED_METADATA: &[&str] = &[
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "finalizers",
-    "ownerReferences",
-];
+const IGNORED_METADATA: &[&str] =
+    &["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "finalizers", "ownerReferences"];
 
 const TOP_LEVEL: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 
@@ -887,10 +895,7 @@ pub fn validate(doc: &Document) -> Result<Resource, Vec<FieldError>> {
     match root.get("apiVersion") {
         Some(Value::String(v)) if v == crate::API_VERSION => {}
         None => errors.push("apiVersion", format!("required: set it to {}", crate::API_VERSION)),
-        Some(other) => errors.push(
-            "apiVersion",
-            format!("must be {:?}, not {}", crate::API_VERSION, describe(other)),
-        ),
+        Some(other) => errors.push("apiVersion", format!("must be {:?}, not {}", crate::API_VERSION, describe(other))),
     }
     let kind = match root.get("kind") {
         Some(Value::String(k)) if k == "TrainingJob" => Some(Kind::TrainingJob),
@@ -993,18 +998,14 @@ fn check_metadata(meta: Option<&Value>, kind: Option<Kind>, errors: &mut Errors)
     }
     match (meta.get("namespace"), kind) {
         (None | Some(Value::Null), _) => {}
-        (Some(_), Some(Kind::Queue)) => {
-            errors.push("metadata.namespace", "must not be set: a Queue is cluster-scoped")
-        }
+        (Some(_), Some(Kind::Queue)) => errors.push("metadata.namespace", "must not be set: a Queue is cluster-scoped"),
         (Some(Value::String(ns)), _) => {
             if let Some(problem) = dns_label_problem(ns) {
                 errors.push("metadata.namespace", format!("{ns:?} is not a valid namespace: {problem}"));
             }
             kept.insert("namespace".into(), ns.clone().into());
         }
-        (Some(other), _) => {
-            errors.push("metadata.namespace", format!("must be a string, not {}", describe(other)))
-        }
+        (Some(other), _) => errors.push("metadata.namespace", format!("must be a string, not {}", describe(other))),
     }
     for field in ["labels", "annotations"] {
         let path = format!("metadata.{field}");
@@ -1027,21 +1028,20 @@ fn check_metadata(meta: Option<&Value>, kind: Option<Kind>, errors: &mut Errors)
                     kept.insert(field.into(), Value::Object(map.clone()));
                 }
             }
-            Some(other) => errors.push(path, format!("must be a mapping of strings to strings, not {}", describe(other))),
+            Some(other) => {
+                errors.push(path, format!("must be a mapping of strings to strings, not {}", describe(other)))
+            }
         }
     }
     for key in meta.keys() {
         match key.as_str() {
             "name" | "namespace" | "labels" | "annotations" => {}
-            "generateName" => errors.push(
-                "metadata.generateName",
-                "is not supported: Capstan resources need a fixed metadata.name",
-            ),
+            "generateName" => {
+                errors.push("metadata.generateName", "is not supported: Capstan resources need a fixed metadata.name")
+            }
             k if IGNORED_METADATA.contains(&k) => {}
-            _ => errors.push(
-                child_path("metadata", key),
-                unknown_field(key, ["name", "namespace", "labels", "annotations"]),
-            ),
+            _ => errors
+                .push(child_path("metadata", key), unknown_field(key, ["name", "namespace", "labels", "annotations"])),
         }
     }
     kept
@@ -1261,7 +1261,7 @@ fn check_number(schema: &Value, n: &Number, path: &str, errors: &mut Errors) {
     };
     let above = |m: f64| match (n.as_i64(), n.as_u64()) {
         (Some(i), _) if m.fract() == 0.0 && m.abs() < 9.2e18 => i > m as i64,
-        (None, Some(u)) if m.fract() == 0.0 && m >= 0.0 && m < 1.8e19 => u > m as u64,
+        (None, Some(u)) if m.fract() == 0.0 && (0.0..1.8e19).contains(&m) => u > m as u64,
         _ => x > m,
     };
     if let Some(m) = min {
@@ -1299,9 +1299,7 @@ fn check_object(schema: &Value, map: &mut Map<String, Value>, path: &str, errors
                 let value = map.get_mut(&key).expect("key listed from the map");
                 // A null in a non-nullable field with a default is dropped, as the API server
                 // does before defaulting.
-                if value.is_null()
-                    && prop.get("nullable") != Some(&Value::Bool(true))
-                    && prop.get("default").is_some()
+                if value.is_null() && prop.get("nullable") != Some(&Value::Bool(true)) && prop.get("default").is_some()
                 {
                     map.remove(&key);
                     continue;

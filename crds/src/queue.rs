@@ -77,7 +77,8 @@ pub struct PreemptionPolicy {
     pub reclaim_within_cohort: Option<ReclaimPolicy>,
 }
 
-/// Preemption inside a queue.
+/// Preemption within this queue: `LowerPriority` (default) lets a higher-priority job preempt
+/// lower ones; `Never` does not.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WithinQueue {
     /// Higher priority preempts lower.
@@ -87,7 +88,8 @@ pub enum WithinQueue {
     Never,
 }
 
-/// Reclaiming lent quota.
+/// Reclaiming quota this queue lent to its cohort: `Any` (default) preempts borrowers whatever
+/// their priority, `LowerPriority` only lower-priority ones, `Never` waits.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReclaimPolicy {
     /// Preempt any borrower.

@@ -184,7 +184,8 @@ pub enum Launcher {
     Mpi,
 }
 
-/// Where the standalone agent runs replicas.
+/// How the standalone agent runs replicas: `container` (default: Docker Engine API, Docker
+/// or Podman) or `process` (a host process). Ignored on Kubernetes, where pods run.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
@@ -195,7 +196,8 @@ pub enum Runtime {
     Process,
 }
 
-/// What happens when a replica exits non-zero.
+/// Which failures restart the gang: `Never`, `OnFailure` (default: any failure restarts the
+/// gang, up to backoffLimit times) or `ExitCode` (1-127 fail the job at once, 128-255 restart).
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RestartPolicy {
     /// Any failure fails the job.
@@ -243,7 +245,8 @@ pub struct RunPolicy {
     pub clean_pod_policy: Option<CleanPodPolicy>,
 }
 
-/// What to clean up when a job finishes.
+/// Which replicas are removed when the job finishes: `Running` (default: stop those still
+/// running), `All` (also remove finished ones) or `None`.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CleanPodPolicy {
     /// Stop replicas still running; keep finished ones for inspection.
@@ -284,7 +287,8 @@ pub struct Checkpoint {
     pub resume: Option<ResumePolicy>,
 }
 
-/// Whether a restarted job resumes from its checkpoint.
+/// On a restart or after preemption: `latest` (default) resumes from the newest checkpoint
+/// (CAPSTAN_RESUME_FROM is set), `never` starts from scratch.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ResumePolicy {
@@ -306,7 +310,7 @@ pub struct Scratch {
     pub medium: Option<ScratchMedium>,
 }
 
-/// Backing medium of a scratch volume.
+/// Backing medium of the scratch volume: `disk` (local NVMe, the default) or `memory` (tmpfs).
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScratchMedium {

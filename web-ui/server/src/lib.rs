@@ -74,6 +74,7 @@ impl From<capstan_store::StoreError> for ApiError {
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             E::AlreadyExists(what) => ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")),
             E::ParamChanged { .. } => ApiError::bad_request(e.to_string()),
+            E::BeingDeleted(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {other}"))

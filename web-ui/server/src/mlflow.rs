@@ -19,18 +19,18 @@
 //! answers 405 with the same JSON shape.
 
 use axum::{
-    Json, Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, OriginalUri, Query, State,
         rejection::{BytesRejection, QueryRejection},
+        DefaultBodyLimit, OriginalUri, Query, State,
     },
     http::{Method, StatusCode},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, any, get, post},
+    routing::{any, get, post, MethodRouter},
+    Json, Router,
 };
 use capstan_store::{ExperimentRecord, MetricPoint, RunRecord, Store, StoreError};
-use serde_json::{Map, Value, json};
+use serde_json::{json, Map, Value};
 
 /// The path prefixes every endpoint is mounted under.
 pub const API_PREFIXES: [&str; 2] = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"];
@@ -70,14 +70,19 @@ pub fn router(store: Store) -> Router {
     let mut router: Router<Store> = Router::new();
     for prefix in API_PREFIXES {
         for (path, method_router) in endpoints() {
-            router = router.route(&format!("{prefix}/{path}"), method_router.fallback(method_not_allowed));
+            router = router.route(
+                &format!("{prefix}/{path}"),
+                method_router.fallback(method_not_allowed),
+            );
         }
         router = router
             .route(prefix, any(endpoint_not_found))
             .route(&format!("{prefix}/"), any(endpoint_not_found))
             .route(&format!("{prefix}/{{*rest}}"), any(endpoint_not_found));
     }
-    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(store)
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(store)
 }
 
 /// Every endpoint: its path under the prefixes and its handler.
@@ -114,7 +119,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error_code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, error_code, message: message.into() }
+        ApiError {
+            status,
+            error_code,
+            message: message.into(),
+        }
     }
 
     /// 400 INVALID_PARAMETER_VALUE.
@@ -167,11 +176,18 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::ParamChanged { run_id, key, old, new } => ApiError::invalid(format!(
+            StoreError::ParamChanged {
+                run_id,
+                key,
+                old,
+                new,
+            } => ApiError::invalid(format!(
                 "Changing param values is not allowed. Param with key='{key}' was already logged \
                  with value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'."
             )),
-            StoreError::AlreadyExists(what) => ApiError::already_exists(format!("{what} already exists")),
+            StoreError::AlreadyExists(what) => {
+                ApiError::already_exists(format!("{what} already exists"))
+            }
             other => {
                 tracing::error!(error = %other, "tracking store failed");
                 ApiError::internal(other.to_string())
@@ -182,7 +198,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error_code": self.error_code, "message": self.message }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error_code": self.error_code, "message": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -190,7 +210,10 @@ async fn endpoint_not_found(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     ApiError::new(
         StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
-        format!("No API endpoint {method} {}; this server implements only part of the MLflow REST API", uri.path()),
+        format!(
+            "No API endpoint {method} {}; this server implements only part of the MLflow REST API",
+            uri.path()
+        ),
     )
 }
 
@@ -214,7 +237,11 @@ impl Fields {
     /// Parse a POST body as a JSON object, whatever its Content-Type; an empty body is `{}`.
     fn from_body(body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
         let body = body.map_err(|e| {
-            ApiError::new(e.status(), "INVALID_PARAMETER_VALUE", format!("Could not read the request body: {}", e.body_text()))
+            ApiError::new(
+                e.status(),
+                "INVALID_PARAMETER_VALUE",
+                format!("Could not read the request body: {}", e.body_text()),
+            )
         })?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Fields::default());
@@ -225,13 +252,18 @@ impl Fields {
                 "The request body must be a JSON object, not {}",
                 type_name(&other)
             ))),
-            Err(e) => Err(ApiError::invalid(format!("Malformed JSON in the request body: {e}"))),
+            Err(e) => Err(ApiError::invalid(format!(
+                "Malformed JSON in the request body: {e}"
+            ))),
         }
     }
 
     /// The query string of a GET (every value a string; the first of repeated keys wins).
-    fn from_query(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Self, ApiError> {
-        let Query(pairs) = query.map_err(|e| ApiError::invalid(format!("Malformed query string: {}", e.body_text())))?;
+    fn from_query(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Self, ApiError> {
+        let Query(pairs) = query
+            .map_err(|e| ApiError::invalid(format!("Malformed query string: {}", e.body_text())))?;
         let mut map = Map::new();
         for (k, v) in pairs {
             map.entry(k).or_insert(Value::String(v));
@@ -268,7 +300,10 @@ impl Fields {
     }
 
     fn req_f64(&self, name: &str) -> Result<f64, ApiError> {
-        self.raw(name).map(|v| as_f64(v, name)).transpose()?.ok_or_else(|| ApiError::missing(name))
+        self.raw(name)
+            .map(|v| as_f64(v, name))
+            .transpose()?
+            .ok_or_else(|| ApiError::missing(name))
     }
 
     /// A list of `{key, value}` objects (tags); absent is empty.
@@ -414,8 +449,16 @@ fn metric_point(item: &Value, path: &str) -> Result<MetricPoint, ApiError> {
     let timestamp = field("timestamp")
         .ok_or_else(|| ApiError::missing(&format!("{path}.timestamp")))
         .and_then(|v| as_i64(v, &format!("{path}.timestamp")))?;
-    let step = field("step").map(|v| as_i64(v, &format!("{path}.step"))).transpose()?.unwrap_or(0);
-    Ok(MetricPoint { key, value, timestamp, step })
+    let step = field("step")
+        .map(|v| as_i64(v, &format!("{path}.step")))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(MetricPoint {
+        key,
+        value,
+        timestamp,
+        step,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,7 +467,9 @@ fn metric_point(item: &Value, path: &str) -> Result<MetricPoint, ApiError> {
 
 fn validate_key(kind: &str, key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::invalid(format!("A {kind} key must not be empty.")));
+        return Err(ApiError::invalid(format!(
+            "A {kind} key must not be empty."
+        )));
     }
     let len = key.chars().count();
     if len > MAX_KEY_LENGTH {
@@ -518,7 +563,10 @@ fn f64_json(x: f64) -> Value {
 }
 
 fn key_values_json(items: &[(String, String)]) -> Value {
-    items.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect()
+    items
+        .iter()
+        .map(|(k, v)| json!({ "key": k, "value": v }))
+        .collect()
 }
 
 fn metric_json(m: &MetricPoint) -> Value {
@@ -591,10 +639,10 @@ const NAME_ADJECTIVES: [&str; 32] = [
 ];
 
 const NAME_NOUNS: [&str; 32] = [
-    "anchor", "badger", "beacon", "bison", "canyon", "capstan", "comet", "condor", "delta", "falcon",
-    "fjord", "glacier", "harbor", "heron", "island", "kestrel", "lagoon", "lantern", "marlin", "meadow",
-    "otter", "panda", "pelican", "quartz", "raven", "reef", "sail", "sparrow", "summit", "tide",
-    "walrus", "willow",
+    "anchor", "badger", "beacon", "bison", "canyon", "capstan", "comet", "condor", "delta",
+    "falcon", "fjord", "glacier", "harbor", "heron", "island", "kestrel", "lagoon", "lantern",
+    "marlin", "meadow", "otter", "panda", "pelican", "quartz", "raven", "reef", "sail", "sparrow",
+    "summit", "tide", "walrus", "willow",
 ];
 
 /// An MLflow-style run name: `adjective-noun-NNN`.
@@ -610,20 +658,30 @@ pub fn generate_run_name() -> String {
 // Handlers: experiments
 // ---------------------------------------------------------------------------------------
 
-async fn create_experiment(State(store): State<Store>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn create_experiment(
+    State(store): State<Store>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let req = Fields::from_body(body)?;
     let name = req.req_str("name")?;
     if name.trim().is_empty() {
-        return Err(ApiError::invalid(format!("Invalid experiment name: '{name}'")));
+        return Err(ApiError::invalid(format!(
+            "Invalid experiment name: '{name}'"
+        )));
     }
     // artifact_location is accepted but the store chooses it (mlflow-artifacts:/<id>).
     req.opt_str("artifact_location")?;
     let tags = dedup_last(req.key_values("tags")?);
     validate_tags(&tags)?;
-    let experiment_id = store.create_experiment(&name, &tags).await.map_err(|e| match e {
-        StoreError::AlreadyExists(_) => ApiError::already_exists(format!("Experiment(name={name}) already exists.")),
-        other => other.into(),
-    })?;
+    let experiment_id = store
+        .create_experiment(&name, &tags)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists(_) => {
+                ApiError::already_exists(format!("Experiment(name={name}) already exists."))
+            }
+            other => other.into(),
+        })?;
     Ok(Json(json!({ "experiment_id": experiment_id })))
 }
 
@@ -647,10 +705,9 @@ async fn get_experiment_by_name(
 ) -> ApiResult {
     let req = Fields::from_query(query)?;
     let name = req.req_str("experiment_name")?;
-    let experiment = store
-        .get_experiment_by_name(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Could not find experiment with name '{name}'")))?;
+    let experiment = store.get_experiment_by_name(&name).await?.ok_or_else(|| {
+        ApiError::not_found(format!("Could not find experiment with name '{name}'"))
+    })?;
     Ok(Json(json!({ "experiment": experiment_json(&experiment) })))
 }
 
@@ -663,7 +720,9 @@ async fn get_experiment_by_name(
 async fn run_experiment(store: &Store, requested: Option<String>) -> Result<String, ApiError> {
     let requested = requested.filter(|id| !id.is_empty());
     let Some(experiment_id) = requested else {
-        return Ok(store.get_or_create_experiment(DEFAULT_EXPERIMENT_NAME).await?);
+        return Ok(store
+            .get_or_create_experiment(DEFAULT_EXPERIMENT_NAME)
+            .await?);
     };
     validate_experiment_id(&experiment_id)?;
     match store.get_experiment(&experiment_id).await? {
@@ -672,7 +731,9 @@ async fn run_experiment(store: &Store, requested: Option<String>) -> Result<Stri
             e.lifecycle_stage
         ))),
         Some(_) => Ok(experiment_id),
-        None if experiment_id == "0" => Ok(store.get_or_create_experiment(DEFAULT_EXPERIMENT_NAME).await?),
+        None if experiment_id == "0" => Ok(store
+            .get_or_create_experiment(DEFAULT_EXPERIMENT_NAME)
+            .await?),
         None => Err(ApiError::experiment_not_found(&experiment_id)),
     }
 }
@@ -695,7 +756,9 @@ async fn create_run(State(store): State<Store>, body: Result<Bytes, BytesRejecti
             )));
         }
     }
-    let run_name = run_name.or(name_tag.clone()).unwrap_or_else(generate_run_name);
+    let run_name = run_name
+        .or(name_tag.clone())
+        .unwrap_or_else(generate_run_name);
     validate_tag(TAG_RUN_NAME, &run_name)?;
     if name_tag.is_none() {
         tags.push((TAG_RUN_NAME.to_owned(), run_name.clone()));
@@ -717,10 +780,16 @@ async fn create_run(State(store): State<Store>, body: Result<Bytes, BytesRejecti
     Ok(Json(json!({ "run": run_json(&run) })))
 }
 
-async fn get_run(State(store): State<Store>, query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
+async fn get_run(
+    State(store): State<Store>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
     let req = Fields::from_query(query)?;
     let run_id = req.run_id()?;
-    let run = store.get_run(&run_id).await?.ok_or_else(|| ApiError::run_not_found(&run_id))?;
+    let run = store
+        .get_run(&run_id)
+        .await?
+        .ok_or_else(|| ApiError::run_not_found(&run_id))?;
     Ok(Json(json!({ "run": run_json(&run) })))
 }
 
@@ -787,7 +856,12 @@ async fn log_metric(State(store): State<Store>, body: Result<Bytes, BytesRejecti
     let value = req.req_f64("value")?;
     let timestamp = req.req_i64("timestamp")?;
     let step = req.opt_i64("step")?.unwrap_or(0);
-    let point = MetricPoint { key, value, timestamp, step };
+    let point = MetricPoint {
+        key,
+        value,
+        timestamp,
+        step,
+    };
     write_batch(&store, &run_id, &[point], &[], &[]).await?;
     Ok(Json(json!({})))
 }
@@ -817,7 +891,10 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
     let run_id = req.run_id()?;
     let empty = Vec::new();
     let list = |name: &str| -> Result<&Vec<Value>, ApiError> {
-        req.raw(name).map(|v| as_array(v, name)).transpose().map(|l| l.unwrap_or(&empty))
+        req.raw(name)
+            .map(|v| as_array(v, name))
+            .transpose()
+            .map(|l| l.unwrap_or(&empty))
     };
     let (metrics, params, tags) = (list("metrics")?, list("params")?, list("tags")?);
 
@@ -941,8 +1018,17 @@ mod tests {
         assert_eq!(as_i64(&json!(5), "x").unwrap(), 5);
         assert_eq!(as_i64(&json!("-7"), "x").unwrap(), -7);
         assert_eq!(as_i64(&json!(3.0), "x").unwrap(), 3);
-        assert_eq!(as_i64(&json!("1700000000000"), "x").unwrap(), 1_700_000_000_000);
-        for bad in [json!(1.5), json!("abc"), json!(true), json!([1]), json!(1e20)] {
+        assert_eq!(
+            as_i64(&json!("1700000000000"), "x").unwrap(),
+            1_700_000_000_000
+        );
+        for bad in [
+            json!(1.5),
+            json!("abc"),
+            json!(true),
+            json!([1]),
+            json!(1e20),
+        ] {
             let e = as_i64(&bad, "timestamp").unwrap_err();
             assert_eq!(e.error_code, "INVALID_PARAMETER_VALUE");
             assert!(e.message.contains("'timestamp'"), "{}", e.message);
@@ -994,14 +1080,26 @@ mod tests {
             new: "0.2".into(),
         }
         .into();
-        assert_eq!((e.status, e.error_code), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"));
+        assert_eq!(
+            (e.status, e.error_code),
+            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+        );
         assert!(e.message.contains("lr") && e.message.contains("0.1") && e.message.contains("0.2"));
         let e: ApiError = StoreError::NotFound("run x".into()).into();
-        assert_eq!((e.status, e.error_code), (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"));
+        assert_eq!(
+            (e.status, e.error_code),
+            (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
+        );
         let e: ApiError = StoreError::AlreadyExists("experiment x".into()).into();
-        assert_eq!((e.status, e.error_code), (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"));
+        assert_eq!(
+            (e.status, e.error_code),
+            (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS")
+        );
         let json_err = serde_json::from_str::<Value>("{").unwrap_err();
         let e: ApiError = StoreError::Json(json_err).into();
-        assert_eq!((e.status, e.error_code), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+        assert_eq!(
+            (e.status, e.error_code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! The real `mlflow` Python client against the MLflow-compatible API: starts the router on
 //! a real store, creates a run through the store, and runs `mlflow_client_smoke.py` (which
 //! logs through the fluent API and reads everything back) with MLFLOW_TRACKING_URI and
-//! MLFLOW_RUN_ID set. Needs `pip install 'mlflow-skinny==3.17.*'`; without it the test fails
-//! (it never skips). `CAPSTAN_TEST_PYTHON` picks the interpreter (default `python3`).
+//! MLFLOW_RUN_ID set. Needs `pip install mlflow-skinny==3.17.2` (scripts/install-deps.sh
+//! does it); without it the test fails, it never skips. `CAPSTAN_TEST_PYTHON` picks the
+//! interpreter (default `python3`); `SMOKE_TRACE_HTTP=1` logs every request the client makes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use capstan_store::Store;
 
-const INSTALL_HINT: &str = "pip install 'mlflow-skinny==3.17.*'";
+const INSTALL_HINT: &str = "pip install mlflow-skinny==3.17.2 (or run scripts/install-deps.sh)";
 
 fn python() -> String {
     std::env::var("CAPSTAN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
@@ -36,10 +37,17 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     require_mlflow(&python).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("capstan.db")).await.unwrap();
+    let store = Store::open_sqlite(&dir.path().join("capstan.db"))
+        .await
+        .unwrap();
     let experiment_id = store.get_or_create_experiment("smoke").await.unwrap();
     let run = store
-        .create_run(&experiment_id, "smoke-run", chrono_now_ms(), &[("mlflow.runName".into(), "smoke-run".into())])
+        .create_run(
+            &experiment_id,
+            "smoke-run",
+            chrono_now_ms(),
+            &[("mlflow.runName".into(), "smoke-run".into())],
+        )
         .await
         .unwrap();
 
@@ -48,7 +56,13 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     let app = capstan_server::mlflow::router(store.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "mlflow_client_smoke.py"].iter().collect();
+    let script: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "mlflow_client_smoke.py",
+    ]
+    .iter()
+    .collect();
     let child = tokio::process::Command::new(&python)
         .arg(&script)
         .env("MLFLOW_TRACKING_URI", format!("http://{addr}"))
@@ -70,18 +84,31 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
         .expect("run the smoke script");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code() != Some(2), "the smoke script cannot import mlflow: {INSTALL_HINT}\n{stderr}");
-    assert!(out.status.success(), "mlflow client smoke test failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    eprintln!("{stdout}");
+    assert!(
+        out.status.code() != Some(2),
+        "the smoke script cannot import mlflow: {INSTALL_HINT}\n{stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "mlflow client smoke test failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    eprintln!("{stdout}{stderr}");
 
     // What the client wrote is in the store.
     let stored = store.get_run(&run.run_id).await.unwrap().unwrap();
     assert_eq!(stored.status, "FINISHED");
     assert!(stored.params.contains(&("lr".to_owned(), "0.1".to_owned())));
     let loss = store.metric_history(&run.run_id, "loss").await.unwrap();
-    assert_eq!(loss.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(), [(1, 0.5), (2, 0.25)]);
+    assert_eq!(
+        loss.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(),
+        [(1, 0.5), (2, 0.25)]
+    );
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

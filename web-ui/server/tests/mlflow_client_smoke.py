@@ -19,7 +19,8 @@ try:
     from mlflow.exceptions import MlflowException
 except ImportError as exc:  # the Rust test turns this into a failure with the fix
     print(
-        f"cannot import mlflow ({exc}); install the client: pip install 'mlflow-skinny==3.17.*'",
+        f"cannot import mlflow ({exc}); install the client: "
+        "pip install mlflow-skinny==3.17.2 (or run scripts/install-deps.sh)",
         file=sys.stderr,
     )
     sys.exit(2)
@@ -40,6 +41,12 @@ def expect_error(code, fn, *args, **kwargs):
 
 
 def main():
+    if os.environ.get("SMOKE_TRACE_HTTP"):
+        import logging
+
+        # One line per request: "GET /api/2.0/mlflow/runs/get?... 200".
+        logging.basicConfig(level=logging.WARNING)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG)
     run_id = os.environ["MLFLOW_RUN_ID"]
     print(f"mlflow {mlflow.__version__} against {mlflow.get_tracking_uri()}, run {run_id}")
 
@@ -110,7 +117,8 @@ def main():
     check(len(client.get_metric_history(new.info.run_id, "m")) == 3, "batch history")
 
     # The fluent API end to end in the new experiment (no longer resuming MLFLOW_RUN_ID).
-    del os.environ["MLFLOW_RUN_ID"]
+    # (end_run already dropped MLFLOW_RUN_ID from the environment; make sure.)
+    os.environ.pop("MLFLOW_RUN_ID", None)
     mlflow.set_experiment(experiment_id=exp_id)
     with mlflow.start_run(run_name="fluent") as active:
         mlflow.log_metric("x", 1.0)

@@ -9,15 +9,14 @@
 pub mod entities;
 pub mod migrations;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseTransaction,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -52,6 +51,9 @@ pub enum StoreError {
     /// A name is already taken.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The object is being deleted and cannot be changed until that finishes.
+    #[error("{0} is being deleted; apply it again once it is gone")]
+    BeingDeleted(String),
 }
 
 /// Result alias.
@@ -275,6 +277,35 @@ fn stored_value(value: f64) -> (f64, bool) {
     }
 }
 
+/// A metric point as stored (NaN as value 0 with `is_nan`), without its key.
+#[derive(Debug, Clone, Copy)]
+struct StoredPoint {
+    step: i64,
+    timestamp: i64,
+    value: f64,
+    is_nan: bool,
+}
+
+impl StoredPoint {
+    fn of(m: &MetricPoint) -> StoredPoint {
+        let (value, is_nan) = stored_value(m.value);
+        StoredPoint {
+            step: m.step,
+            timestamp: m.timestamp,
+            value,
+            is_nan,
+        }
+    }
+
+    /// Later than `other` by MLflow's order: (step, timestamp, stored value).
+    fn beats(&self, other: &StoredPoint) -> bool {
+        (self.step, self.timestamp)
+            .cmp(&(other.step, other.timestamp))
+            .then(self.value.total_cmp(&other.value))
+            .is_gt()
+    }
+}
+
 /// A stored value back: is_nan gives NaN.
 fn loaded_value(value: f64, is_nan: bool) -> f64 {
     if is_nan {
@@ -336,7 +367,12 @@ async fn load_run<C: ConnectionTrait>(conn: &C, run_id: &str) -> Result<Option<R
         .all(conn)
         .await?
         .into_iter()
-        .map(|l| MetricPoint { value: loaded_value(l.value, l.is_nan), key: l.key, timestamp: l.timestamp, step: l.step })
+        .map(|l| MetricPoint {
+            value: loaded_value(l.value, l.is_nan),
+            key: l.key,
+            timestamp: l.timestamp,
+            step: l.step,
+        })
         .collect();
     let params = param::Entity::find()
         .filter(param::Column::RunUuid.eq(run_id))
@@ -358,7 +394,10 @@ async fn load_run<C: ConnectionTrait>(conn: &C, run_id: &str) -> Result<Option<R
 }
 
 /// An experiment with its tags (sorted by key), read through `conn`.
-async fn load_experiment<C: ConnectionTrait>(conn: &C, m: Option<experiment::Model>) -> Result<Option<ExperimentRecord>> {
+async fn load_experiment<C: ConnectionTrait>(
+    conn: &C,
+    m: Option<experiment::Model>,
+) -> Result<Option<ExperimentRecord>> {
     let Some(m) = m else {
         return Ok(None);
     };
@@ -404,7 +443,10 @@ async fn insert_experiment(txn: &DatabaseTransaction, name: &str, tags: &[(Strin
     .await?;
     let id = inserted.last_insert_id;
     experiment::Entity::update_many()
-        .col_expr(experiment::Column::ArtifactLocation, Expr::value(format!("mlflow-artifacts:/{id}")))
+        .col_expr(
+            experiment::Column::ArtifactLocation,
+            Expr::value(format!("mlflow-artifacts:/{id}")),
+        )
         .filter(experiment::Column::ExperimentId.eq(id))
         .exec(txn)
         .await?;
@@ -461,10 +503,17 @@ impl Store {
     /// Open the SQLite file `path`, creating it.
     pub async fn open_sqlite(path: &std::path::Path) -> Result<Store> {
         let path = std::path::absolute(path).map_err(|e| {
-            StoreError::Db(sea_orm::DbErr::Custom(format!("cannot resolve {}: {e}", path.display())))
+            StoreError::Db(sea_orm::DbErr::Custom(format!(
+                "cannot resolve {}: {e}",
+                path.display()
+            )))
         })?;
         // `?` and `#` would end the path part of the URL.
-        let path = path.to_string_lossy().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        let path = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
         Store::open(&format!("sqlite://{path}?mode=rwc")).await
     }
 
@@ -482,7 +531,7 @@ impl Store {
 
     /// Create the object, or update its spec/labels/annotations. A create gets a new uid,
     /// generation 1 and `status` `{}`. An update that changes the spec bumps generation.
-    /// An object being deleted (deletion_timestamp set) cannot be updated: AlreadyExists.
+    /// An object being deleted (deletion_timestamp set) cannot be updated: BeingDeleted.
     pub async fn put_resource(
         &self,
         kind: &str,
@@ -521,10 +570,13 @@ impl Store {
             return Ok((to_stored(model)?, PutOutcome::Created));
         };
         if old.deletion_timestamp.is_some() {
-            return Err(StoreError::AlreadyExists(format!("{kind} {namespace}/{name} is being deleted")));
+            return Err(StoreError::BeingDeleted(format!(
+                "{kind} {namespace}/{name}"
+            )));
         }
         let spec_changed = parse_json(&old.spec)? != *spec;
-        let changed = spec_changed || parse_json(&old.labels)? != *labels || parse_json(&old.annotations)? != *annotations;
+        let changed =
+            spec_changed || parse_json(&old.labels)? != *labels || parse_json(&old.annotations)? != *annotations;
         if !changed {
             txn.commit().await?;
             return Ok((to_stored(old)?, PutOutcome::Unchanged));
@@ -583,7 +635,10 @@ impl Store {
     pub async fn set_status(&self, uid: &str, status: &Value) -> Result<()> {
         let updated = resource::Entity::update_many()
             .col_expr(resource::Column::Status, Expr::value(serde_json::to_string(status)?))
-            .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
+            .col_expr(
+                resource::Column::ResourceVersion,
+                Expr::col(resource::Column::ResourceVersion).add(1i64),
+            )
             .filter(resource::Column::Uid.eq(uid))
             .exec(&self.writer)
             .await?;
@@ -608,7 +663,10 @@ impl Store {
         if m.deletion_timestamp.is_none() {
             resource::Entity::update_many()
                 .col_expr(resource::Column::DeletionTimestamp, Expr::value(now_rfc3339()))
-                .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
+                .col_expr(
+                    resource::Column::ResourceVersion,
+                    Expr::col(resource::Column::ResourceVersion).add(1i64),
+                )
                 .filter(resource::Column::Uid.eq(m.uid.as_str()))
                 .exec(&txn)
                 .await?;
@@ -902,42 +960,36 @@ impl Store {
 
         // The batch's latest point of each key, then kept only where it beats the stored one
         // by (step, timestamp, value), MLflow's order.
-        let mut latest: HashMap<&str, (i64, i64, f64, bool)> = HashMap::new();
+        let mut latest: BTreeMap<&str, StoredPoint> = BTreeMap::new();
         for m in metrics {
-            let (value, is_nan) = stored_value(m.value);
-            let candidate = (m.step, m.timestamp, value, is_nan);
+            let candidate = StoredPoint::of(m);
             latest
                 .entry(m.key.as_str())
                 .and_modify(|best| {
-                    let newer = (candidate.0, candidate.1)
-                        .cmp(&(best.0, best.1))
-                        .then(candidate.2.total_cmp(&best.2))
-                        .is_gt();
-                    if newer {
+                    if candidate.beats(best) {
                         *best = candidate;
                     }
                 })
                 .or_insert(candidate);
         }
-        let mut latest: Vec<(&str, (i64, i64, f64, bool))> = latest.into_iter().collect();
-        latest.sort_by(|a, b| a.0.cmp(b.0));
-        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
-            .eq(stored_latest(latest_metric::Column::Step))
-            .and(
-                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
-                    .eq(stored_latest(latest_metric::Column::Timestamp))
-                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
+        let latest: Vec<(&str, StoredPoint)> = latest.into_iter().collect();
+        let newer = excluded("step")
+            .gt(stored_latest(latest_metric::Column::Step))
+            .or(excluded("step").eq(stored_latest(latest_metric::Column::Step)).and(
+                excluded("timestamp")
+                    .gt(stored_latest(latest_metric::Column::Timestamp))
+                    .or(excluded("timestamp")
+                        .eq(stored_latest(latest_metric::Column::Timestamp))
+                        .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
             ));
         for chunk in latest.chunks(CHUNK_ROWS) {
-            latest_metric::Entity::insert_many(chunk.iter().map(|&(key, (step, timestamp, value, is_nan))| {
-                latest_metric::ActiveModel {
-                    run_uuid: ActiveValue::Set(run_id.to_owned()),
-                    key: ActiveValue::Set(key.to_owned()),
-                    value: ActiveValue::Set(value),
-                    timestamp: ActiveValue::Set(timestamp),
-                    step: ActiveValue::Set(step),
-                    is_nan: ActiveValue::Set(is_nan),
-                }
+            latest_metric::Entity::insert_many(chunk.iter().map(|&(key, p)| latest_metric::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(key.to_owned()),
+                value: ActiveValue::Set(p.value),
+                timestamp: ActiveValue::Set(p.timestamp),
+                step: ActiveValue::Set(p.step),
+                is_nan: ActiveValue::Set(p.is_nan),
             }))
             .on_conflict(
                 OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
@@ -990,7 +1042,12 @@ impl Store {
             .all(&txn)
             .await?
             .into_iter()
-            .map(|m| MetricPoint { value: loaded_value(m.value, m.is_nan), key: m.key, timestamp: m.timestamp, step: m.step })
+            .map(|m| MetricPoint {
+                value: loaded_value(m.value, m.is_nan),
+                key: m.key,
+                timestamp: m.timestamp,
+                step: m.step,
+            })
             .collect();
         txn.commit().await?;
         Ok(points)

@@ -2,7 +2,9 @@
 //! id 0), experiment tags, runs, metrics, latest metrics, params and tags.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, big_integer_null, big_pk_auto, boolean, double, string, string_null, text};
+use sea_orm_migration::schema::{
+    big_integer, big_integer_null, big_pk_auto, boolean, double, string, string_null, text,
+};
 
 /// Creates every table of the first release.
 #[derive(DeriveMigrationName)]
@@ -254,7 +256,11 @@ impl MigrationTrait for Migration {
                     .col(big_integer(ExperimentTags::ExperimentId))
                     .col(string(ExperimentTags::Key))
                     .col(text(ExperimentTags::Value))
-                    .primary_key(Index::create().col(ExperimentTags::ExperimentId).col(ExperimentTags::Key))
+                    .primary_key(
+                        Index::create()
+                            .col(ExperimentTags::ExperimentId)
+                            .col(ExperimentTags::Key),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_experiment_tags_experiment")
@@ -367,7 +373,13 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_table(run_key_value_table(Tags::Table, Tags::RunUuid, Tags::Key, Tags::Value, "fk_tags_run"))
+            .create_table(run_key_value_table(
+                Tags::Table,
+                Tags::RunUuid,
+                Tags::Key,
+                Tags::Value,
+                "fk_tags_run",
+            ))
             .await?;
 
         Ok(())
