@@ -28,10 +28,14 @@ impl Client {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
-        let resp = rb.send().await.with_context(|| format!("cannot reach the Capstan server at {} (is `capstan up` running?)", self.base))?;
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Capstan server at {} (is `capstan up` running?)", self.base))?;
         let status = resp.status();
         let body = resp.bytes().await?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        let v: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if !status.is_success() {
             let msg = v.get("error").and_then(Value::as_str).map(String::from).unwrap_or_else(|| v.to_string());
             if let Some(errors) = v.get("errors").and_then(Value::as_array) {
@@ -67,7 +71,12 @@ impl Client {
     }
 
     pub async fn apply(&self, body: Vec<u8>) -> Result<Value> {
-        self.send(self.req(reqwest::Method::POST, &format!("{PREFIX}/apply")).header("content-type", "application/yaml").body(body)).await
+        self.send(
+            self.req(reqwest::Method::POST, &format!("{PREFIX}/apply"))
+                .header("content-type", "application/yaml")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn list(&self, plural: &str, ns: Option<&str>) -> Result<Value> {
@@ -83,12 +92,16 @@ impl Client {
     }
 
     pub async fn events(&self, ns: &str, name: &str) -> Result<Value> {
-        self.send(self.req(reqwest::Method::GET, &format!("{}/events", Self::path("trainingjobs", Some(ns), Some(name))))).await
+        self.send(
+            self.req(reqwest::Method::GET, &format!("{}/events", Self::path("trainingjobs", Some(ns), Some(name)))),
+        )
+        .await
     }
 
     /// Print a replica's log to stdout, streaming when following.
     pub async fn logs(&self, ns: &str, name: &str, replica: u32, attempt: Option<u32>, follow: bool) -> Result<()> {
-        let mut path = format!("{}/log?replica={replica}&follow={follow}", Self::path("trainingjobs", Some(ns), Some(name)));
+        let mut path =
+            format!("{}/log?replica={replica}&follow={follow}", Self::path("trainingjobs", Some(ns), Some(name)));
         if let Some(a) = attempt {
             path.push_str(&format!("&attempt={a}"));
         }

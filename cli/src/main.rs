@@ -113,8 +113,17 @@ enum Output {
 fn main() {
     let cli = Cli::parse();
     let verbose = matches!(cli.command, Command::Up(_) | Command::Server(_));
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if verbose { "info,sqlx=warn,sea_orm=warn".into() } else { "warn".into() });
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if verbose {
+            "info,sqlx=warn,sea_orm=warn".into()
+        } else {
+            "warn".into()
+        }
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
@@ -140,7 +149,9 @@ async fn run(cli: Cli) -> Result<i32> {
             client.logs(&namespace, &name, replica, attempt, follow).await?;
             Ok(0)
         }
-        Command::Delete { kind, name, files, namespace, wait } => delete(&client, kind, name, &files, &namespace, wait).await,
+        Command::Delete { kind, name, files, namespace, wait } => {
+            delete(&client, kind, name, &files, &namespace, wait).await
+        }
         Command::Crds => {
             for crd in capstan_crds::crds() {
                 print!("---\n{}", serde_yaml_ng::to_string(&crd)?);
@@ -326,7 +337,10 @@ async fn get(
         o => {
             let items = if name.is_some() { vec![body] } else { body["items"].as_array().cloned().unwrap_or_default() };
             if items.is_empty() {
-                eprintln!("No resources found{}.", if namespaced && !all_ns { format!(" in {ns} namespace") } else { String::new() });
+                eprintln!(
+                    "No resources found{}.",
+                    if namespaced && !all_ns { format!(" in {ns} namespace") } else { String::new() }
+                );
             } else {
                 print!("{}", table(rows_for(plural, &items, matches!(o, Some(Output::Wide)), all_ns)));
             }
@@ -370,7 +384,14 @@ async fn describe(client: &client::Client, kind: &str, name: &str, ns: &str) -> 
         }
         let reps = st["replicaStatuses"].as_array().cloned().unwrap_or_default();
         if !reps.is_empty() {
-            let mut rows = vec![vec!["REPLICA".to_string(), "STATE".into(), "NODE".into(), "GPUS".into(), "EXIT".into(), "MESSAGE".into()]];
+            let mut rows = vec![vec![
+                "REPLICA".to_string(),
+                "STATE".into(),
+                "NODE".into(),
+                "GPUS".into(),
+                "EXIT".into(),
+                "MESSAGE".into(),
+            ]];
             for r in reps {
                 let gpus: Vec<String> = r["gpus"].as_array().into_iter().flatten().map(s).collect();
                 rows.push(vec![
@@ -389,7 +410,12 @@ async fn describe(client: &client::Client, kind: &str, name: &str, ns: &str) -> 
         if !conds.is_empty() {
             let mut rows = vec![vec!["TYPE".to_string(), "STATUS".into(), "REASON".into(), "MESSAGE".into()]];
             for c in conds {
-                rows.push(vec![s(&c["type"]), s(&c["status"]), c["reason"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into()]);
+                rows.push(vec![
+                    s(&c["type"]),
+                    s(&c["status"]),
+                    c["reason"].as_str().unwrap_or("").into(),
+                    c["message"].as_str().unwrap_or("").into(),
+                ]);
             }
             out.push_str("Conditions:\n");
             out.push_str(&indent(&table(rows)));
@@ -400,9 +426,16 @@ async fn describe(client: &client::Client, kind: &str, name: &str, ns: &str) -> 
         if items.is_empty() {
             out.push_str("  <none>\n");
         } else {
-            let mut rows = vec![vec!["TYPE".to_string(), "REASON".into(), "AGE".into(), "COUNT".into(), "MESSAGE".into()]];
+            let mut rows =
+                vec![vec!["TYPE".to_string(), "REASON".into(), "AGE".into(), "COUNT".into(), "MESSAGE".into()]];
             for e in items {
-                rows.push(vec![s(&e["type_"]), s(&e["reason"]), age(e["last_timestamp"].as_str()), s(&e["count"]), s(&e["message"])]);
+                rows.push(vec![
+                    s(&e["type_"]),
+                    s(&e["reason"]),
+                    age(e["last_timestamp"].as_str()),
+                    s(&e["count"]),
+                    s(&e["message"]),
+                ]);
             }
             out.push_str(&indent(&table(rows)));
         }

@@ -73,10 +73,12 @@ async fn prepare(args: &ServerArgs) -> Result<Prepared> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     // Bind first so a port clash is reported before anything else happens.
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = Store::open_sqlite(&data_dir.join("capstan.db")).await.context("opening the database")?;
     let token_sha256 = token_hash(&data_dir, &args.listen)?;
-    let state = AppState { store: store.clone(), data_dir: data_dir.clone(), wake: Arc::new(Notify::new()), token_sha256 };
+    let state =
+        AppState { store: store.clone(), data_dir: data_dir.clone(), wake: Arc::new(Notify::new()), token_sha256 };
     Ok(Prepared { store, data_dir, listener, state })
 }
 
@@ -106,7 +108,9 @@ pub async fn server(args: ServerArgs) -> Result<i32> {
 pub async fn up(args: UpArgs) -> Result<i32> {
     let p = prepare(&args.server).await?;
     let addr = p.listener.local_addr()?;
-    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
     let agent = Agent::new(AgentConfig {
         node_name,
         docker_socket: args.docker_socket.clone(),

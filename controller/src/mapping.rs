@@ -81,13 +81,8 @@ fn phase_to(p: Phase) -> JobPhase {
 
 /// What the lifecycle remembers, read back from the status.
 pub fn gang_state(status: &TrainingJobStatus) -> GangState {
-    let reason = status
-        .conditions
-        .iter()
-        .rev()
-        .find(|c| c.status == "True")
-        .map(|c| c.reason.clone())
-        .unwrap_or_default();
+    let reason =
+        status.conditions.iter().rev().find(|c| c.status == "True").map(|c| c.reason.clone()).unwrap_or_default();
     GangState {
         phase: phase_from(status.phase),
         attempt: status.attempt,
@@ -140,7 +135,14 @@ pub fn write_status(status: &mut TrainingJobStatus, s: &GangState, replicas: Vec
     let c = &mut status.conditions;
     match s.phase {
         Phase::Pending => {
-            set_condition(c, "Admitted", false, if s.reason.is_empty() { "Waiting" } else { &s.reason }, &s.message, now);
+            set_condition(
+                c,
+                "Admitted",
+                false,
+                if s.reason.is_empty() { "Waiting" } else { &s.reason },
+                &s.message,
+                now,
+            );
             clear_condition(c, "Running", "Pending", now);
         }
         Phase::Starting | Phase::Restarting => {
@@ -180,7 +182,8 @@ pub fn write_status(status: &mut TrainingJobStatus, s: &GangState, replicas: Vec
     status.completion_time = s.finished_at.map(rfc3339);
     status.exit_code = s.exit_code;
     status.message = if s.message.is_empty() { None } else { Some(s.message.clone()) };
-    status.eviction = s.evicting.as_ref().map(|e| EvictionStatus { reason: e.reason.clone(), message: e.message.clone() });
+    status.eviction =
+        s.evicting.as_ref().map(|e| EvictionStatus { reason: e.reason.clone(), message: e.message.clone() });
     status.replica_statuses = replicas;
     if s.phase != Phase::Pending {
         status.queue_position = None;

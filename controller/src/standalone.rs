@@ -43,7 +43,13 @@ pub struct Context {
 
 /// Where a replica's log lives.
 pub fn log_path(data_dir: &std::path::Path, ns: &str, name: &str, uid: &str, attempt: u32, index: u32) -> PathBuf {
-    data_dir.join("logs").join(ns).join(name).join(uid).join(format!("attempt-{attempt}")).join(format!("replica-{index}.log"))
+    data_dir
+        .join("logs")
+        .join(ns)
+        .join(name)
+        .join(uid)
+        .join(format!("attempt-{attempt}"))
+        .join(format!("replica-{index}.log"))
 }
 
 /// Run until `shutdown` turns true: a pass every second, or at once when woken.
@@ -119,7 +125,10 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-fn admit(ctx: &Context, jobs: &[(StoredResource, Option<TrainingJobSpec>, TrainingJobStatus)]) -> HashMap<String, Decision> {
+fn admit(
+    ctx: &Context,
+    jobs: &[(StoredResource, Option<TrainingJobSpec>, TrainingJobStatus)],
+) -> HashMap<String, Decision> {
     let node = ctx.agent.node_name().to_string();
     let mut free: Vec<u32> = ctx.agent.gpus().iter().map(|g| g.index).collect();
     let mut queue = Vec::new();
@@ -135,7 +144,11 @@ fn admit(ctx: &Context, jobs: &[(StoredResource, Option<TrainingJobSpec>, Traini
             && j.deletion_timestamp.is_none()
             && !spec.run_policy.suspended()
         {
-            queue.push(GangRequest { id: j.uid.clone(), replicas: spec.replicas, gpus_per_replica: spec.gpus_per_replica.unwrap_or(0) });
+            queue.push(GangRequest {
+                id: j.uid.clone(),
+                replicas: spec.replicas,
+                gpus_per_replica: spec.gpus_per_replica.unwrap_or(0),
+            });
         }
     }
     fifo::admit(&[NodeFree { name: node, free_gpus: free }], &queue).into_iter().collect()
@@ -259,11 +272,8 @@ pub async fn reconcile(
     }
 
     // Write the status once.
-    let current: BTreeMap<u32, &ReplicaObs> = observed
-        .iter()
-        .filter(|o| o.attempt == plan.state.attempt)
-        .map(|o| (o.index, &o.state))
-        .collect();
+    let current: BTreeMap<u32, &ReplicaObs> =
+        observed.iter().filter(|o| o.attempt == plan.state.attempt).map(|o| (o.index, &o.state)).collect();
     let replicas = if plan.state.placement.is_empty() {
         Vec::new()
     } else {
@@ -325,15 +335,18 @@ async fn start_replicas(
         let hosts: Vec<String> = state.placement.iter().map(|_| rdzv.master_addr.clone()).collect();
         let path = job_dir.join("hostfile");
         tokio::fs::create_dir_all(&job_dir).await.map_err(|e| Error::Io(job_dir.display().to_string(), e))?;
-        tokio::fs::write(&path, env::hostfile(&hosts, nproc)).await.map_err(|e| Error::Io(path.display().to_string(), e))?;
+        tokio::fs::write(&path, env::hostfile(&hosts, nproc))
+            .await
+            .map_err(|e| Error::Io(path.display().to_string(), e))?;
         Some(path)
     } else {
         None
     };
     let (hostfile_seen, mut mounts) = match (&hostfile, runtime) {
-        (Some(p), Runtime::Container) => {
-            (Some("/etc/capstan/hostfile".to_string()), vec![(p.display().to_string(), "/etc/capstan/hostfile".to_string())])
-        }
+        (Some(p), Runtime::Container) => (
+            Some("/etc/capstan/hostfile".to_string()),
+            vec![(p.display().to_string(), "/etc/capstan/hostfile".to_string())],
+        ),
         (Some(p), Runtime::Process) => (Some(p.display().to_string()), vec![]),
         (None, _) => (None, vec![]),
     };
@@ -343,7 +356,11 @@ async fn start_replicas(
     let mut argv = spec.command.clone();
     argv.extend(spec.args.iter().cloned());
     for &i in indices {
-        let slot = state.placement.get(i as usize).cloned().unwrap_or(capstan_core::Slot { node: String::new(), gpus: vec![] });
+        let slot = state
+            .placement
+            .get(i as usize)
+            .cloned()
+            .unwrap_or(capstan_core::Slot { node: String::new(), gpus: vec![] });
         let mut envs: Vec<(String, String)> = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
         envs.extend(env::replica_env(&ReplicaEnvInput {
             job_name: job.name.clone(),

@@ -46,7 +46,12 @@ pub const DEFAULT_MASTER_PORT: u16 = 23456;
     printcolumn(name = "Queue", type_ = "string", json_path = ".spec.queue"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.gpusPerReplica", description = "GPUs per replica"),
+    printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".spec.gpusPerReplica",
+        description = "GPUs per replica"
+    ),
     printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.restarts"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

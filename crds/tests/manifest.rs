@@ -1,6 +1,5 @@
 //! Tests of manifest loading and validation: every error names its exact path and line.
 
-
 use capstan_crds::manifest::{self, load, parse_bytes, parse_documents, validate, FieldError, ManifestError, Resource};
 use proptest::prelude::*;
 

@@ -151,7 +151,16 @@ mod tests {
     #[test]
     fn every_reserved_name_is_set_or_optional() {
         let v = replica_env(&input());
-        for k in ["MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "NODE_RANK", "LOCAL_WORLD_SIZE", "PET_NODE_RANK", "PET_MASTER_ADDR"] {
+        for k in [
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "WORLD_SIZE",
+            "RANK",
+            "NODE_RANK",
+            "LOCAL_WORLD_SIZE",
+            "PET_NODE_RANK",
+            "PET_MASTER_ADDR",
+        ] {
             get(&v, k);
         }
     }

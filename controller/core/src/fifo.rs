@@ -49,7 +49,10 @@ pub fn admit(nodes: &[NodeFree], queue: &[GangRequest]) -> Vec<(String, Decision
     for g in queue {
         if let Some(head) = &blocked {
             position += 1;
-            out.push((g.id.clone(), Decision::Pending { reason: format!("waiting behind {head} (first in, first out)"), position }));
+            out.push((
+                g.id.clone(),
+                Decision::Pending { reason: format!("waiting behind {head} (first in, first out)"), position },
+            ));
             continue;
         }
         match place(&free, g) {

@@ -241,8 +241,7 @@ fn event(type_: EventType, reason: &str, message: impl Into<String>) -> Action {
 }
 
 fn running(observed: &[&Observed]) -> Vec<u32> {
-    let mut v: Vec<u32> =
-        observed.iter().filter(|o| o.state == ReplicaObs::Running).map(|o| o.index).collect();
+    let mut v: Vec<u32> = observed.iter().filter(|o| o.state == ReplicaObs::Running).map(|o| o.index).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -260,8 +259,7 @@ fn stop_and_clean(observed: &[&Observed], grace: u64, clean_exited: bool, action
             actions.push(Action::Stop { attempt, indices: run, grace_seconds: grace });
         }
         if clean_exited {
-            let mut done: Vec<u32> =
-                of.iter().filter(|o| o.state != ReplicaObs::Running).map(|o| o.index).collect();
+            let mut done: Vec<u32> = of.iter().filter(|o| o.state != ReplicaObs::Running).map(|o| o.index).collect();
             done.sort_unstable();
             done.dedup();
             if !done.is_empty() {
@@ -363,7 +361,9 @@ pub fn plan(spec: &GangSpec, prev: &GangState, input: &PassInput) -> Plan {
     }
 
     // An eviction in progress (or asked for now): stop the gang, then go back to Pending.
-    if let Some(ev) = input.evict.clone().filter(|_| matches!(s.phase, Phase::Starting | Phase::Running | Phase::Restarting)) {
+    if let Some(ev) =
+        input.evict.clone().filter(|_| matches!(s.phase, Phase::Starting | Phase::Running | Phase::Restarting))
+    {
         if s.evicting.is_none() {
             actions.push(event(EventType::Warning, &ev.reason, ev.message.clone()));
             s.evicting = Some(ev);
@@ -393,8 +393,7 @@ pub fn plan(spec: &GangSpec, prev: &GangState, input: &PassInput) -> Plan {
             // late, after an eviction that found nothing running yet).
             stop_and_clean(&current, spec.grace_seconds, true, &mut actions);
             let clear = clear_to_start(&input.observed, s.attempt + 1);
-            if let Some(slots) =
-                input.admission.clone().filter(|p| p.len() == spec.replicas as usize).filter(|_| clear)
+            if let Some(slots) = input.admission.clone().filter(|p| p.len() == spec.replicas as usize).filter(|_| clear)
             {
                 s.attempt += 1;
                 s.placement = slots;
@@ -511,7 +510,17 @@ fn step_running(
         SuccessRule::LauncherOnly => ok(0),
     };
     if succeeded {
-        return finish(s, spec, current, Phase::Succeeded, "Completed", "every replica completed".into(), Some(0), now, actions);
+        return finish(
+            s,
+            spec,
+            current,
+            Phase::Succeeded,
+            "Completed",
+            "every replica completed".into(),
+            Some(0),
+            now,
+            actions,
+        );
     }
 
     // Launcher waits for its workers.
@@ -526,7 +535,8 @@ fn step_running(
         return Plan { state: s, actions };
     }
 
-    let all_up = (0..spec.replicas).all(|i| matches!(by_index(i), Some(ReplicaObs::Running | ReplicaObs::Exited { code: 0, .. })));
+    let all_up = (0..spec.replicas)
+        .all(|i| matches!(by_index(i), Some(ReplicaObs::Running | ReplicaObs::Exited { code: 0, .. })));
     if all_up && s.phase != Phase::Running {
         s.phase = Phase::Running;
         s.reason = "Running".into();
@@ -562,7 +572,14 @@ fn finish(
 
 /// Fail the job now for a reason outside the replicas' exit codes (for example a replica
 /// the agent could not start: a missing image). Stops whatever of `observed` still runs.
-pub fn fail(spec: &GangSpec, prev: &GangState, observed: &[Observed], reason: &str, message: String, now: Time) -> Plan {
+pub fn fail(
+    spec: &GangSpec,
+    prev: &GangState,
+    observed: &[Observed],
+    reason: &str,
+    message: String,
+    now: Time,
+) -> Plan {
     let current: Vec<&Observed> = observed.iter().filter(|o| o.attempt == prev.attempt).collect();
     finish(prev.clone(), spec, &current, Phase::Failed, reason, message, None, now, Vec::new())
 }

@@ -79,10 +79,7 @@ fn cases() -> Vec<Case> {
             check: |s| assert_eq!(s.started_at, None),
             ..base("pending without admission stays pending", state(Pending, 0, 0))
         },
-        Case {
-            admit: Some(2),
-            ..base("admission with the wrong number of slots is ignored", state(Pending, 0, 0))
-        },
+        Case { admit: Some(2), ..base("admission with the wrong number of slots is ignored", state(Pending, 0, 0)) },
         Case {
             admit: Some(3),
             now: 900,
@@ -145,10 +142,7 @@ fn cases() -> Vec<Case> {
             observed: vec![run(0, 1)],
             ..base("starting: replicas not yet seen are not lost", state(Starting, 1, 0))
         },
-        Case {
-            observed: all_running(1),
-            ..base("running stays running quietly", state(Running, 1, 0))
-        },
+        Case { observed: all_running(1), ..base("running stays running quietly", state(Running, 1, 0)) },
         // --- Failures and the run policy ---
         Case {
             observed: vec![run(0, 1), exit(1, 1, 3), run(2, 1)],
@@ -466,10 +460,7 @@ fn cases() -> Vec<Case> {
             check: |s| assert_eq!(s.uncounted_restarts, 1),
             ..base("evict a starting gang with nothing up yet", state(Starting, 1, 0))
         },
-        Case {
-            evict: true,
-            ..base("evict is ignored while pending", state(Pending, 1, 0))
-        },
+        Case { evict: true, ..base("evict is ignored while pending", state(Pending, 1, 0)) },
         Case {
             evict: true,
             observed: vec![exit(0, 1, 0), exit(1, 1, 0), exit(2, 1, 0)],
@@ -531,10 +522,7 @@ fn cases() -> Vec<Case> {
             now: 1060,
             ..base("a huge ttl never fires (no wrap to negative)", finished(Phase::Succeeded, 1000))
         },
-        Case {
-            now: 1_000_000,
-            ..base("finished without ttl is never deleted", finished(Phase::Succeeded, 1000))
-        },
+        Case { now: 1_000_000, ..base("finished without ttl is never deleted", finished(Phase::Succeeded, 1000)) },
         Case {
             observed: vec![run(1, 1), exit(0, 1, 0)],
             actions: vec!["stop a1 [1] g30", "cleanup a1 [0]"],
@@ -739,9 +727,11 @@ fn sim_workers_first_launcher_only() {
 
 #[test]
 fn sim_missing_after_agent_restart_is_handled_by_policy() {
-    for (rule, phase, starts) in
-        [(RestartRule::OnFailure, Phase::Succeeded, 2), (RestartRule::ExitCode, Phase::Succeeded, 2), (RestartRule::Never, Phase::Failed, 1)]
-    {
+    for (rule, phase, starts) in [
+        (RestartRule::OnFailure, Phase::Succeeded, 2),
+        (RestartRule::ExitCode, Phase::Succeeded, 2),
+        (RestartRule::Never, Phase::Failed, 1),
+    ] {
         let mut sim = Sim::new(sim_spec(|s| s.restart = rule), |a, _, age| (a == 2 && age >= 2).then_some(0));
         sim.run_until(20, |s| s.state.phase == Phase::Running);
         // The agent restarts and forgets replica 1's container.

@@ -25,8 +25,8 @@ fn arb_spec() -> impl Strategy<Value = GangSpec> {
         any::<bool>(),
         0u64..60,
     )
-        .prop_map(|(replicas, restart, backoff_limit, deadline, ttl, suspend, start_order, success, clean, grace)| {
-            GangSpec {
+        .prop_map(
+            |(replicas, restart, backoff_limit, deadline, ttl, suspend, start_order, success, clean, grace)| GangSpec {
                 replicas,
                 restart,
                 backoff_limit,
@@ -37,8 +37,8 @@ fn arb_spec() -> impl Strategy<Value = GangSpec> {
                 success,
                 clean_all_on_finish: clean,
                 grace_seconds: grace,
-            }
-        })
+            },
+        )
 }
 
 const CODES: [i32; 9] = [0, 1, 3, 127, 128, 137, 143, 255, -1];
@@ -343,7 +343,8 @@ proptest! {
 
 fn arb_nodes() -> impl Strategy<Value = Vec<NodeFree>> {
     // Free GPUs as a set, listed in any order.
-    let free = prop::collection::btree_set(0u32..8, 0..=8).prop_map(|s| s.into_iter().collect::<Vec<u32>>()).prop_shuffle();
+    let free =
+        prop::collection::btree_set(0u32..8, 0..=8).prop_map(|s| s.into_iter().collect::<Vec<u32>>()).prop_shuffle();
     prop::collection::vec(free, 0..4).prop_map(|v| {
         v.into_iter().enumerate().map(|(i, free_gpus)| NodeFree { name: format!("n{i}"), free_gpus }).collect()
     })
@@ -416,7 +417,10 @@ fn fifo_huge_requests_stay_pending_without_overflow() {
         GangRequest { id: "many".into(), replicas: u32::MAX, gpus_per_replica: 1 },
     ];
     let out = admit(&nodes, &queue);
-    assert!(matches!(&out[0].1, Decision::Pending { position: 1, reason } if reason.contains("this node has 8")), "{out:?}");
+    assert!(
+        matches!(&out[0].1, Decision::Pending { position: 1, reason } if reason.contains("this node has 8")),
+        "{out:?}"
+    );
     assert!(matches!(&out[1].1, Decision::Pending { position: 2, .. }));
 }
 

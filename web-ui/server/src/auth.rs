@@ -72,7 +72,11 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     match presented_token(&req) {
         Some(t) if ct_eq(hash_token(&t).as_bytes(), expected.as_bytes()) => next.run(req).await,
         presented => {
-            let message = if presented.is_some() { "invalid API token" } else { "missing API token: send Authorization: Bearer <token>" };
+            let message = if presented.is_some() {
+                "invalid API token"
+            } else {
+                "missing API token: send Authorization: Bearer <token>"
+            };
             let body = json!({"error_code": "UNAUTHENTICATED", "error": message, "message": message});
             (StatusCode::UNAUTHORIZED, Json(body)).into_response()
         }

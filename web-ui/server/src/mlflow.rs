@@ -70,19 +70,14 @@ pub fn router(store: Store) -> Router {
     let mut router: Router<Store> = Router::new();
     for prefix in API_PREFIXES {
         for (path, method_router) in endpoints() {
-            router = router.route(
-                &format!("{prefix}/{path}"),
-                method_router.fallback(method_not_allowed),
-            );
+            router = router.route(&format!("{prefix}/{path}"), method_router.fallback(method_not_allowed));
         }
         router = router
             .route(prefix, any(endpoint_not_found))
             .route(&format!("{prefix}/"), any(endpoint_not_found))
             .route(&format!("{prefix}/{{*rest}}"), any(endpoint_not_found));
     }
-    router
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(store)
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(store)
 }
 
 /// Every endpoint: its path under the prefixes and its handler.
@@ -119,11 +114,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error_code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error_code,
-            message: message.into(),
-        }
+        ApiError { status, error_code, message: message.into() }
     }
 
     /// 400 INVALID_PARAMETER_VALUE.
@@ -176,18 +167,11 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::ParamChanged {
-                run_id,
-                key,
-                old,
-                new,
-            } => ApiError::invalid(format!(
+            StoreError::ParamChanged { run_id, key, old, new } => ApiError::invalid(format!(
                 "Changing param values is not allowed. Param with key='{key}' was already logged \
                  with value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'."
             )),
-            StoreError::AlreadyExists(what) => {
-                ApiError::already_exists(format!("{what} already exists"))
-            }
+            StoreError::AlreadyExists(what) => ApiError::already_exists(format!("{what} already exists")),
             other => {
                 tracing::error!(error = %other, "tracking store failed");
                 ApiError::internal(other.to_string())
@@ -198,11 +182,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error_code": self.error_code, "message": self.message })),
-        )
-            .into_response()
+        (self.status, Json(json!({ "error_code": self.error_code, "message": self.message }))).into_response()
     }
 }
 
@@ -210,10 +190,7 @@ async fn endpoint_not_found(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     ApiError::new(
         StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
-        format!(
-            "No API endpoint {method} {}; this server implements only part of the MLflow REST API",
-            uri.path()
-        ),
+        format!("No API endpoint {method} {}; this server implements only part of the MLflow REST API", uri.path()),
     )
 }
 
@@ -248,22 +225,17 @@ impl Fields {
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => Ok(Fields(map)),
-            Ok(other) => Err(ApiError::invalid(format!(
-                "The request body must be a JSON object, not {}",
-                type_name(&other)
-            ))),
-            Err(e) => Err(ApiError::invalid(format!(
-                "Malformed JSON in the request body: {e}"
-            ))),
+            Ok(other) => {
+                Err(ApiError::invalid(format!("The request body must be a JSON object, not {}", type_name(&other))))
+            }
+            Err(e) => Err(ApiError::invalid(format!("Malformed JSON in the request body: {e}"))),
         }
     }
 
     /// The query string of a GET (every value a string; the first of repeated keys wins).
-    fn from_query(
-        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    ) -> Result<Self, ApiError> {
-        let Query(pairs) = query
-            .map_err(|e| ApiError::invalid(format!("Malformed query string: {}", e.body_text())))?;
+    fn from_query(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Self, ApiError> {
+        let Query(pairs) =
+            query.map_err(|e| ApiError::invalid(format!("Malformed query string: {}", e.body_text())))?;
         let mut map = Map::new();
         for (k, v) in pairs {
             map.entry(k).or_insert(Value::String(v));
@@ -273,10 +245,7 @@ impl Fields {
 
     /// The value of a field by its proto name or its lowerCamelCase JSON name; null is absent.
     fn raw(&self, name: &str) -> Option<&Value> {
-        self.0
-            .get(name)
-            .or_else(|| self.0.get(&lower_camel(name)))
-            .filter(|v| !v.is_null())
+        self.0.get(name).or_else(|| self.0.get(&lower_camel(name))).filter(|v| !v.is_null())
     }
 
     fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
@@ -300,10 +269,7 @@ impl Fields {
     }
 
     fn req_f64(&self, name: &str) -> Result<f64, ApiError> {
-        self.raw(name)
-            .map(|v| as_f64(v, name))
-            .transpose()?
-            .ok_or_else(|| ApiError::missing(name))
+        self.raw(name).map(|v| as_f64(v, name)).transpose()?.ok_or_else(|| ApiError::missing(name))
     }
 
     /// A list of `{key, value}` objects (tags); absent is empty.
@@ -378,11 +344,9 @@ fn as_string(v: &Value, path: &str) -> Result<String, ApiError> {
 /// An int64: a JSON integer, an integral float, or a string of an integer (protobuf JSON).
 fn as_i64(v: &Value, path: &str) -> Result<i64, ApiError> {
     let n = match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                .map(|f| f as i64)
-        }),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18).map(|f| f as i64))
+        }
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     };
@@ -431,11 +395,7 @@ fn key_value(item: &Value, path: &str) -> Result<(String, String), ApiError> {
 /// One metric object of a log-batch request.
 fn metric_point(item: &Value, path: &str) -> Result<MetricPoint, ApiError> {
     let obj = as_object(item, path)?;
-    let field = |name: &str| {
-        obj.get(name)
-            .or_else(|| obj.get(&lower_camel(name)))
-            .filter(|v| !v.is_null())
-    };
+    let field = |name: &str| obj.get(name).or_else(|| obj.get(&lower_camel(name))).filter(|v| !v.is_null());
     let key = match field("key") {
         Some(v) => as_string(v, &format!("{path}.key"))?,
         None => String::new(),
@@ -449,16 +409,8 @@ fn metric_point(item: &Value, path: &str) -> Result<MetricPoint, ApiError> {
     let timestamp = field("timestamp")
         .ok_or_else(|| ApiError::missing(&format!("{path}.timestamp")))
         .and_then(|v| as_i64(v, &format!("{path}.timestamp")))?;
-    let step = field("step")
-        .map(|v| as_i64(v, &format!("{path}.step")))
-        .transpose()?
-        .unwrap_or(0);
-    Ok(MetricPoint {
-        key,
-        value,
-        timestamp,
-        step,
-    })
+    let step = field("step").map(|v| as_i64(v, &format!("{path}.step"))).transpose()?.unwrap_or(0);
+    Ok(MetricPoint { key, value, timestamp, step })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -467,9 +419,7 @@ fn metric_point(item: &Value, path: &str) -> Result<MetricPoint, ApiError> {
 
 fn validate_key(kind: &str, key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "A {kind} key must not be empty."
-        )));
+        return Err(ApiError::invalid(format!("A {kind} key must not be empty.")));
     }
     let len = key.chars().count();
     if len > MAX_KEY_LENGTH {
@@ -511,10 +461,9 @@ fn validate_status(v: &Value) -> Result<String, ApiError> {
     let status = match v {
         Value::String(s) => RUN_STATUSES.iter().find(|st| **st == s.as_str()).copied(),
         // protobuf JSON also accepts an enum's number.
-        Value::Number(n) => n
-            .as_u64()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| RUN_STATUSES.get(i as usize).copied()),
+        Value::Number(n) => {
+            n.as_u64().and_then(|i| i.checked_sub(1)).and_then(|i| RUN_STATUSES.get(i as usize).copied())
+        }
         _ => None,
     };
     status.map(str::to_owned).ok_or_else(|| {
@@ -563,10 +512,7 @@ fn f64_json(x: f64) -> Value {
 }
 
 fn key_values_json(items: &[(String, String)]) -> Value {
-    items
-        .iter()
-        .map(|(k, v)| json!({ "key": k, "value": v }))
-        .collect()
+    items.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect()
 }
 
 fn metric_json(m: &MetricPoint) -> Value {
@@ -632,17 +578,15 @@ fn now_ms() -> i64 {
 // ---------------------------------------------------------------------------------------
 
 const NAME_ADJECTIVES: [&str; 32] = [
-    "amber", "bold", "brave", "bright", "calm", "clever", "crisp", "daring", "eager", "fancy",
-    "gentle", "glad", "golden", "honest", "humble", "jolly", "keen", "lively", "lucky", "merry",
-    "nimble", "noble", "polite", "proud", "quick", "quiet", "rare", "silver", "steady", "swift",
-    "tidy", "witty",
+    "amber", "bold", "brave", "bright", "calm", "clever", "crisp", "daring", "eager", "fancy", "gentle", "glad",
+    "golden", "honest", "humble", "jolly", "keen", "lively", "lucky", "merry", "nimble", "noble", "polite", "proud",
+    "quick", "quiet", "rare", "silver", "steady", "swift", "tidy", "witty",
 ];
 
 const NAME_NOUNS: [&str; 32] = [
-    "anchor", "badger", "beacon", "bison", "canyon", "capstan", "comet", "condor", "delta",
-    "falcon", "fjord", "glacier", "harbor", "heron", "island", "kestrel", "lagoon", "lantern",
-    "marlin", "meadow", "otter", "panda", "pelican", "quartz", "raven", "reef", "sail", "sparrow",
-    "summit", "tide", "walrus", "willow",
+    "anchor", "badger", "beacon", "bison", "canyon", "capstan", "comet", "condor", "delta", "falcon", "fjord",
+    "glacier", "harbor", "heron", "island", "kestrel", "lagoon", "lantern", "marlin", "meadow", "otter", "panda",
+    "pelican", "quartz", "raven", "reef", "sail", "sparrow", "summit", "tide", "walrus", "willow",
 ];
 
 /// An MLflow-style run name: `adjective-noun-NNN`.
@@ -658,30 +602,20 @@ pub fn generate_run_name() -> String {
 // Handlers: experiments
 // ---------------------------------------------------------------------------------------
 
-async fn create_experiment(
-    State(store): State<Store>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn create_experiment(State(store): State<Store>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let req = Fields::from_body(body)?;
     let name = req.req_str("name")?;
     if name.trim().is_empty() {
-        return Err(ApiError::invalid(format!(
-            "Invalid experiment name: '{name}'"
-        )));
+        return Err(ApiError::invalid(format!("Invalid experiment name: '{name}'")));
     }
     // artifact_location is accepted but the store chooses it (mlflow-artifacts:/<id>).
     req.opt_str("artifact_location")?;
     let tags = dedup_last(req.key_values("tags")?);
     validate_tags(&tags)?;
-    let experiment_id = store
-        .create_experiment(&name, &tags)
-        .await
-        .map_err(|e| match e {
-            StoreError::AlreadyExists(_) => {
-                ApiError::already_exists(format!("Experiment(name={name}) already exists."))
-            }
-            other => other.into(),
-        })?;
+    let experiment_id = store.create_experiment(&name, &tags).await.map_err(|e| match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(format!("Experiment(name={name}) already exists.")),
+        other => other.into(),
+    })?;
     Ok(Json(json!({ "experiment_id": experiment_id })))
 }
 
@@ -692,10 +626,8 @@ async fn get_experiment(
     let req = Fields::from_query(query)?;
     let experiment_id = req.req_str("experiment_id")?;
     validate_experiment_id(&experiment_id)?;
-    let experiment = store
-        .get_experiment(&experiment_id)
-        .await?
-        .ok_or_else(|| ApiError::experiment_not_found(&experiment_id))?;
+    let experiment =
+        store.get_experiment(&experiment_id).await?.ok_or_else(|| ApiError::experiment_not_found(&experiment_id))?;
     Ok(Json(json!({ "experiment": experiment_json(&experiment) })))
 }
 
@@ -705,9 +637,10 @@ async fn get_experiment_by_name(
 ) -> ApiResult {
     let req = Fields::from_query(query)?;
     let name = req.req_str("experiment_name")?;
-    let experiment = store.get_experiment_by_name(&name).await?.ok_or_else(|| {
-        ApiError::not_found(format!("Could not find experiment with name '{name}'"))
-    })?;
+    let experiment = store
+        .get_experiment_by_name(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Could not find experiment with name '{name}'")))?;
     Ok(Json(json!({ "experiment": experiment_json(&experiment) })))
 }
 
@@ -720,9 +653,7 @@ async fn get_experiment_by_name(
 async fn run_experiment(store: &Store, requested: Option<String>) -> Result<String, ApiError> {
     let requested = requested.filter(|id| !id.is_empty());
     let Some(experiment_id) = requested else {
-        return Ok(store
-            .get_or_create_experiment(DEFAULT_EXPERIMENT_NAME)
-            .await?);
+        return Ok(store.get_or_create_experiment(DEFAULT_EXPERIMENT_NAME).await?);
     };
     validate_experiment_id(&experiment_id)?;
     match store.get_experiment(&experiment_id).await? {
@@ -731,9 +662,7 @@ async fn run_experiment(store: &Store, requested: Option<String>) -> Result<Stri
             e.lifecycle_stage
         ))),
         Some(_) => Ok(experiment_id),
-        None if experiment_id == "0" => Ok(store
-            .get_or_create_experiment(DEFAULT_EXPERIMENT_NAME)
-            .await?),
+        None if experiment_id == "0" => Ok(store.get_or_create_experiment(DEFAULT_EXPERIMENT_NAME).await?),
         None => Err(ApiError::experiment_not_found(&experiment_id)),
     }
 }
@@ -751,14 +680,12 @@ async fn create_run(State(store): State<Store>, body: Result<Bytes, BytesRejecti
     if let (Some(name), Some(tagged)) = (&run_name, &name_tag) {
         if name != tagged {
             return Err(ApiError::invalid(format!(
-            "Both 'run_name' argument and '{TAG_RUN_NAME}' tag are specified, but with different \
+                "Both 'run_name' argument and '{TAG_RUN_NAME}' tag are specified, but with different \
              values (run_name='{name}', {TAG_RUN_NAME}='{tagged}')."
             )));
         }
     }
-    let run_name = run_name
-        .or(name_tag.clone())
-        .unwrap_or_else(generate_run_name);
+    let run_name = run_name.or(name_tag.clone()).unwrap_or_else(generate_run_name);
     validate_tag(TAG_RUN_NAME, &run_name)?;
     if name_tag.is_none() {
         tags.push((TAG_RUN_NAME.to_owned(), run_name.clone()));
@@ -770,26 +697,17 @@ async fn create_run(State(store): State<Store>, body: Result<Bytes, BytesRejecti
     }
 
     let experiment_id = run_experiment(&store, requested_experiment).await?;
-    let run = store
-        .create_run(&experiment_id, &run_name, start_time, &tags)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => ApiError::experiment_not_found(&experiment_id),
-            other => other.into(),
-        })?;
+    let run = store.create_run(&experiment_id, &run_name, start_time, &tags).await.map_err(|e| match e {
+        StoreError::NotFound(_) => ApiError::experiment_not_found(&experiment_id),
+        other => other.into(),
+    })?;
     Ok(Json(json!({ "run": run_json(&run) })))
 }
 
-async fn get_run(
-    State(store): State<Store>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult {
+async fn get_run(State(store): State<Store>, query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
     let req = Fields::from_query(query)?;
     let run_id = req.run_id()?;
-    let run = store
-        .get_run(&run_id)
-        .await?
-        .ok_or_else(|| ApiError::run_not_found(&run_id))?;
+    let run = store.get_run(&run_id).await?.ok_or_else(|| ApiError::run_not_found(&run_id))?;
     Ok(Json(json!({ "run": run_json(&run) })))
 }
 
@@ -816,10 +734,7 @@ async fn update_run(State(store): State<Store>, body: Result<Bytes, BytesRejecti
 async fn sync_run_name_tag(store: &Store, run: &mut RunRecord, name: &str) -> Result<(), ApiError> {
     if tag(&run.tags, TAG_RUN_NAME) != Some(name) {
         let tags = [(TAG_RUN_NAME.to_owned(), name.to_owned())];
-        store
-            .log_batch(&run.run_id, &[], &[], &tags)
-            .await
-            .map_err(|e| ApiError::from_run_op(&run.run_id, e))?;
+        store.log_batch(&run.run_id, &[], &[], &tags).await.map_err(|e| ApiError::from_run_op(&run.run_id, e))?;
         run.tags.retain(|(k, _)| k != TAG_RUN_NAME);
         run.tags.extend(tags);
     }
@@ -835,15 +750,9 @@ async fn write_batch(
     params: &[(String, String)],
     tags: &[(String, String)],
 ) -> Result<(), ApiError> {
-    store
-        .log_batch(run_id, metrics, params, tags)
-        .await
-        .map_err(|e| ApiError::from_run_op(run_id, e))?;
+    store.log_batch(run_id, metrics, params, tags).await.map_err(|e| ApiError::from_run_op(run_id, e))?;
     if let Some(name) = tag(tags, TAG_RUN_NAME).filter(|n| !n.is_empty()) {
-        store
-            .update_run(run_id, None, None, Some(name))
-            .await
-            .map_err(|e| ApiError::from_run_op(run_id, e))?;
+        store.update_run(run_id, None, None, Some(name)).await.map_err(|e| ApiError::from_run_op(run_id, e))?;
     }
     Ok(())
 }
@@ -856,12 +765,7 @@ async fn log_metric(State(store): State<Store>, body: Result<Bytes, BytesRejecti
     let value = req.req_f64("value")?;
     let timestamp = req.req_i64("timestamp")?;
     let step = req.opt_i64("step")?.unwrap_or(0);
-    let point = MetricPoint {
-        key,
-        value,
-        timestamp,
-        step,
-    };
+    let point = MetricPoint { key, value, timestamp, step };
     write_batch(&store, &run_id, &[point], &[], &[]).await?;
     Ok(Json(json!({})))
 }
@@ -891,10 +795,7 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
     let run_id = req.run_id()?;
     let empty = Vec::new();
     let list = |name: &str| -> Result<&Vec<Value>, ApiError> {
-        req.raw(name)
-            .map(|v| as_array(v, name))
-            .transpose()
-            .map(|l| l.unwrap_or(&empty))
+        req.raw(name).map(|v| as_array(v, name)).transpose().map(|l| l.unwrap_or(&empty))
     };
     let (metrics, params, tags) = (list("metrics")?, list("params")?, list("tags")?);
 
@@ -982,14 +883,11 @@ async fn get_metric_history(
     }
     let offset = match req.opt_str("page_token")?.filter(|t| !t.is_empty()) {
         None => 0,
-        Some(token) => token
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid(format!("Invalid page token '{token}'.")))?,
+        Some(token) => {
+            token.parse::<usize>().map_err(|_| ApiError::invalid(format!("Invalid page token '{token}'.")))?
+        }
     };
-    let history = store
-        .metric_history(&run_id, &key)
-        .await
-        .map_err(|e| ApiError::from_run_op(&run_id, e))?;
+    let history = store.metric_history(&run_id, &key).await.map_err(|e| ApiError::from_run_op(&run_id, e))?;
     let rest = history.get(offset..).unwrap_or_default();
     let page = match max_results {
         Some(n) => &rest[..rest.len().min(usize::try_from(n).unwrap_or(usize::MAX))],
@@ -1018,17 +916,8 @@ mod tests {
         assert_eq!(as_i64(&json!(5), "x").unwrap(), 5);
         assert_eq!(as_i64(&json!("-7"), "x").unwrap(), -7);
         assert_eq!(as_i64(&json!(3.0), "x").unwrap(), 3);
-        assert_eq!(
-            as_i64(&json!("1700000000000"), "x").unwrap(),
-            1_700_000_000_000
-        );
-        for bad in [
-            json!(1.5),
-            json!("abc"),
-            json!(true),
-            json!([1]),
-            json!(1e20),
-        ] {
+        assert_eq!(as_i64(&json!("1700000000000"), "x").unwrap(), 1_700_000_000_000);
+        for bad in [json!(1.5), json!("abc"), json!(true), json!([1]), json!(1e20)] {
             let e = as_i64(&bad, "timestamp").unwrap_err();
             assert_eq!(e.error_code, "INVALID_PARAMETER_VALUE");
             assert!(e.message.contains("'timestamp'"), "{}", e.message);
@@ -1073,33 +962,17 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_mlflow_codes() {
-        let e: ApiError = StoreError::ParamChanged {
-            run_id: "r".into(),
-            key: "lr".into(),
-            old: "0.1".into(),
-            new: "0.2".into(),
-        }
-        .into();
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
-        );
+        let e: ApiError =
+            StoreError::ParamChanged { run_id: "r".into(), key: "lr".into(), old: "0.1".into(), new: "0.2".into() }
+                .into();
+        assert_eq!((e.status, e.error_code), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"));
         assert!(e.message.contains("lr") && e.message.contains("0.1") && e.message.contains("0.2"));
         let e: ApiError = StoreError::NotFound("run x".into()).into();
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"));
         let e: ApiError = StoreError::AlreadyExists("experiment x".into()).into();
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS")
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"));
         let json_err = serde_json::from_str::<Value>("{").unwrap_err();
         let e: ApiError = StoreError::Json(json_err).into();
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
     }
 }

@@ -47,7 +47,9 @@ pub fn kind_of(plural: &str) -> Option<(&'static str, bool)> {
 
 fn resolve(plural: &str) -> Result<(&'static str, bool), ApiError> {
     kind_of(plural).ok_or_else(|| {
-        ApiError::not_found(format!("the server doesn't have a resource type \"{plural}\" (known: trainingjobs, queues)"))
+        ApiError::not_found(format!(
+            "the server doesn't have a resource type \"{plural}\" (known: trainingjobs, queues)"
+        ))
     })
 }
 
@@ -121,7 +123,14 @@ async fn apply(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, A
             PutOutcome::Unchanged => "unchanged",
         };
         if outcome == "configured" {
-            st.store.add_event(&stored.uid, "Normal", "Updated", &format!("spec updated to generation {}", stored.generation)).await?;
+            st.store
+                .add_event(
+                    &stored.uid,
+                    "Normal",
+                    "Updated",
+                    &format!("spec updated to generation {}", stored.generation),
+                )
+                .await?;
         }
         items.push(json!({"kind": kind, "namespace": ns, "name": name, "uid": stored.uid, "outcome": outcome}));
     }
@@ -139,7 +148,10 @@ async fn list_all(State(st): State<AppState>, Path(plural): Path<String>) -> Res
     list(&st, &plural, None).await
 }
 
-async fn list_ns(State(st): State<AppState>, Path((ns, plural)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn list_ns(
+    State(st): State<AppState>,
+    Path((ns, plural)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (_, namespaced) = resolve(&plural)?;
     if !namespaced {
         return Err(ApiError::bad_request(format!("{plural} are cluster-scoped: drop the namespace")));
@@ -156,7 +168,10 @@ async fn find(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Resu
     })
 }
 
-async fn get_cluster(State(st): State<AppState>, Path((plural, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_cluster(
+    State(st): State<AppState>,
+    Path((plural, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(to_object(&find(&st, &plural, None, &name).await?)))
 }
 
@@ -180,7 +195,10 @@ async fn delete(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Re
     Ok(Json(json!({"kind": r.kind, "namespace": r.namespace, "name": r.name, "status": "deleted"})))
 }
 
-async fn delete_cluster(State(st): State<AppState>, Path((plural, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn delete_cluster(
+    State(st): State<AppState>,
+    Path((plural, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     delete(&st, &plural, None, &name).await
 }
 
@@ -227,16 +245,29 @@ async fn log(
     let replicas = r.spec.get("replicas").and_then(Value::as_u64).unwrap_or(1) as u32;
     let replica = q.replica.unwrap_or(0);
     if replica >= replicas {
-        return Err(ApiError::bad_request(format!("replica {replica} does not exist: the job has replicas 0..{}", replicas - 1)));
+        return Err(ApiError::bad_request(format!(
+            "replica {replica} does not exist: the job has replicas 0..{}",
+            replicas - 1
+        )));
     }
     let current = r.status.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
     let attempt = q.attempt.unwrap_or(current.max(1));
-    let path = st.data_dir.join("logs").join(&r.namespace).join(&r.name).join(&r.uid).join(format!("attempt-{attempt}")).join(format!("replica-{replica}.log"));
+    let path = st
+        .data_dir
+        .join("logs")
+        .join(&r.namespace)
+        .join(&r.name)
+        .join(&r.uid)
+        .join(format!("attempt-{attempt}"))
+        .join(format!("replica-{replica}.log"));
     let follow = q.follow.unwrap_or(false);
     if !follow {
         return match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()),
-            Err(_) if current == 0 => Err(ApiError::not_found(format!("{name} has not started yet (phase {})", r.status.get("phase").and_then(Value::as_str).unwrap_or("Pending")))),
+            Err(_) if current == 0 => Err(ApiError::not_found(format!(
+                "{name} has not started yet (phase {})",
+                r.status.get("phase").and_then(Value::as_str).unwrap_or("Pending")
+            ))),
             Err(_) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Vec::new()).into_response()),
         };
     }

@@ -22,7 +22,9 @@ async fn require_mlflow(python: &str) {
         .args(["-c", "import mlflow; print(mlflow.__version__)"])
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {python} ({e}); the mlflow client test needs Python 3 with {INSTALL_HINT}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} ({e}); the mlflow client test needs Python 3 with {INSTALL_HINT}")
+        });
     assert!(
         out.status.success(),
         "{python} cannot import mlflow; install the client: {INSTALL_HINT}\n{}",
@@ -37,17 +39,10 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     require_mlflow(&python).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("capstan.db"))
-        .await
-        .unwrap();
+    let store = Store::open_sqlite(&dir.path().join("capstan.db")).await.unwrap();
     let experiment_id = store.get_or_create_experiment("smoke").await.unwrap();
     let run = store
-        .create_run(
-            &experiment_id,
-            "smoke-run",
-            chrono_now_ms(),
-            &[("mlflow.runName".into(), "smoke-run".into())],
-        )
+        .create_run(&experiment_id, "smoke-run", chrono_now_ms(), &[("mlflow.runName".into(), "smoke-run".into())])
         .await
         .unwrap();
 
@@ -56,13 +51,7 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     let app = capstan_server::mlflow::router(store.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let script: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "mlflow_client_smoke.py",
-    ]
-    .iter()
-    .collect();
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "mlflow_client_smoke.py"].iter().collect();
     let child = tokio::process::Command::new(&python)
         .arg(&script)
         .env("MLFLOW_TRACKING_URI", format!("http://{addr}"))
@@ -84,10 +73,7 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
         .expect("run the smoke script");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() != Some(2),
-        "the smoke script cannot import mlflow: {INSTALL_HINT}\n{stderr}"
-    );
+    assert!(out.status.code() != Some(2), "the smoke script cannot import mlflow: {INSTALL_HINT}\n{stderr}");
     assert!(
         out.status.success(),
         "mlflow client smoke test failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
@@ -100,15 +86,9 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     assert_eq!(stored.status, "FINISHED");
     assert!(stored.params.contains(&("lr".to_owned(), "0.1".to_owned())));
     let loss = store.metric_history(&run.run_id, "loss").await.unwrap();
-    assert_eq!(
-        loss.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(),
-        [(1, 0.5), (2, 0.25)]
-    );
+    assert_eq!(loss.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(), [(1, 0.5), (2, 0.25)]);
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

@@ -213,23 +213,18 @@ fn now_ms() -> i64 {
 /// on every connection the pool opens.
 fn sqlite_options(url: &str, max_connections: u32, in_memory: bool) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
+    options.max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false).map_sqlx_sqlite_opts(
+        |o| {
             o.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        });
+        },
+    );
     if in_memory {
         // The database lives as long as one connection to it: keep that one open.
-        options
-            .min_connections(1)
-            .idle_timeout(None::<Duration>)
-            .max_lifetime(None::<Duration>);
+        options.min_connections(1).idle_timeout(None::<Duration>).max_lifetime(None::<Duration>);
     }
     options
 }
@@ -289,20 +284,12 @@ struct StoredPoint {
 impl StoredPoint {
     fn of(m: &MetricPoint) -> StoredPoint {
         let (value, is_nan) = stored_value(m.value);
-        StoredPoint {
-            step: m.step,
-            timestamp: m.timestamp,
-            value,
-            is_nan,
-        }
+        StoredPoint { step: m.step, timestamp: m.timestamp, value, is_nan }
     }
 
     /// Later than `other` by MLflow's order: (step, timestamp, stored value).
     fn beats(&self, other: &StoredPoint) -> bool {
-        (self.step, self.timestamp)
-            .cmp(&(other.step, other.timestamp))
-            .then(self.value.total_cmp(&other.value))
-            .is_gt()
+        (self.step, self.timestamp).cmp(&(other.step, other.timestamp)).then(self.value.total_cmp(&other.value)).is_gt()
     }
 }
 
@@ -317,12 +304,7 @@ fn loaded_value(value: f64, is_nan: bool) -> f64 {
 
 /// Key/value pairs with one entry per key, the last given winning, sorted by key.
 fn last_wins(pairs: &[(String, String)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect()
+    pairs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>().into_iter().collect()
 }
 
 fn parse_experiment_id(experiment_id: &str) -> Option<i64> {
@@ -422,10 +404,7 @@ async fn load_experiment<C: ConnectionTrait>(
 
 /// Create an active experiment inside `txn`; AlreadyExists if the name is taken.
 async fn insert_experiment(txn: &DatabaseTransaction, name: &str, tags: &[(String, String)]) -> Result<i64> {
-    let taken = experiment::Entity::find()
-        .filter(experiment::Column::Name.eq(name))
-        .one(txn)
-        .await?;
+    let taken = experiment::Entity::find().filter(experiment::Column::Name.eq(name)).one(txn).await?;
     if taken.is_some() {
         return Err(StoreError::AlreadyExists(format!("experiment '{name}'")));
     }
@@ -443,10 +422,7 @@ async fn insert_experiment(txn: &DatabaseTransaction, name: &str, tags: &[(Strin
     .await?;
     let id = inserted.last_insert_id;
     experiment::Entity::update_many()
-        .col_expr(
-            experiment::Column::ArtifactLocation,
-            Expr::value(format!("mlflow-artifacts:/{id}")),
-        )
+        .col_expr(experiment::Column::ArtifactLocation, Expr::value(format!("mlflow-artifacts:/{id}")))
         .filter(experiment::Column::ExperimentId.eq(id))
         .exec(txn)
         .await?;
@@ -502,18 +478,10 @@ impl Store {
 
     /// Open the SQLite file `path`, creating it.
     pub async fn open_sqlite(path: &std::path::Path) -> Result<Store> {
-        let path = std::path::absolute(path).map_err(|e| {
-            StoreError::Db(sea_orm::DbErr::Custom(format!(
-                "cannot resolve {}: {e}",
-                path.display()
-            )))
-        })?;
+        let path = std::path::absolute(path)
+            .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(format!("cannot resolve {}: {e}", path.display()))))?;
         // `?` and `#` would end the path part of the URL.
-        let path = path
-            .to_string_lossy()
-            .replace('%', "%25")
-            .replace('?', "%3F")
-            .replace('#', "%23");
+        let path = path.to_string_lossy().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
         Store::open(&format!("sqlite://{path}?mode=rwc")).await
     }
 
@@ -563,16 +531,12 @@ impl Store {
                 spec: serde_json::to_string(spec)?,
                 status: "{}".to_owned(),
             };
-            resource::Entity::insert(model.clone().into_active_model())
-                .exec_without_returning(&txn)
-                .await?;
+            resource::Entity::insert(model.clone().into_active_model()).exec_without_returning(&txn).await?;
             txn.commit().await?;
             return Ok((to_stored(model)?, PutOutcome::Created));
         };
         if old.deletion_timestamp.is_some() {
-            return Err(StoreError::BeingDeleted(format!(
-                "{kind} {namespace}/{name}"
-            )));
+            return Err(StoreError::BeingDeleted(format!("{kind} {namespace}/{name}")));
         }
         let spec_changed = parse_json(&old.spec)? != *spec;
         let changed =
@@ -635,10 +599,7 @@ impl Store {
     pub async fn set_status(&self, uid: &str, status: &Value) -> Result<()> {
         let updated = resource::Entity::update_many()
             .col_expr(resource::Column::Status, Expr::value(serde_json::to_string(status)?))
-            .col_expr(
-                resource::Column::ResourceVersion,
-                Expr::col(resource::Column::ResourceVersion).add(1i64),
-            )
+            .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
             .filter(resource::Column::Uid.eq(uid))
             .exec(&self.writer)
             .await?;
@@ -663,10 +624,7 @@ impl Store {
         if m.deletion_timestamp.is_none() {
             resource::Entity::update_many()
                 .col_expr(resource::Column::DeletionTimestamp, Expr::value(now_rfc3339()))
-                .col_expr(
-                    resource::Column::ResourceVersion,
-                    Expr::col(resource::Column::ResourceVersion).add(1i64),
-                )
+                .col_expr(resource::Column::ResourceVersion, Expr::col(resource::Column::ResourceVersion).add(1i64))
                 .filter(resource::Column::Uid.eq(m.uid.as_str()))
                 .exec(&txn)
                 .await?;
@@ -678,14 +636,8 @@ impl Store {
     /// Remove the object with this uid and its events for good.
     pub async fn remove_resource(&self, uid: &str) -> Result<()> {
         let txn = self.begin_write().await?;
-        event::Entity::delete_many()
-            .filter(event::Column::ObjectUid.eq(uid))
-            .exec(&txn)
-            .await?;
-        resource::Entity::delete_many()
-            .filter(resource::Column::Uid.eq(uid))
-            .exec(&txn)
-            .await?;
+        event::Entity::delete_many().filter(event::Column::ObjectUid.eq(uid)).exec(&txn).await?;
+        resource::Entity::delete_many().filter(resource::Column::Uid.eq(uid)).exec(&txn).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -742,19 +694,13 @@ impl Store {
 
     /// The experiment with this name, created (active) if missing. Returns its id.
     pub async fn get_or_create_experiment(&self, name: &str) -> Result<String> {
-        let found = experiment::Entity::find()
-            .filter(experiment::Column::Name.eq(name))
-            .one(&self.db)
-            .await?;
+        let found = experiment::Entity::find().filter(experiment::Column::Name.eq(name)).one(&self.db).await?;
         if let Some(m) = found {
             return Ok(m.experiment_id.to_string());
         }
         let txn = self.begin_write().await?;
         // Someone may have made it since the look-up above.
-        let found = experiment::Entity::find()
-            .filter(experiment::Column::Name.eq(name))
-            .one(&txn)
-            .await?;
+        let found = experiment::Entity::find().filter(experiment::Column::Name.eq(name)).one(&txn).await?;
         let id = match found {
             Some(m) => m.experiment_id,
             None => insert_experiment(&txn, name, &[]).await?,
@@ -786,10 +732,7 @@ impl Store {
     /// An experiment by name.
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>> {
         let txn = self.db.begin().await?;
-        let m = experiment::Entity::find()
-            .filter(experiment::Column::Name.eq(name))
-            .one(&txn)
-            .await?;
+        let m = experiment::Entity::find().filter(experiment::Column::Name.eq(name)).one(&txn).await?;
         let record = load_experiment(&txn, m).await?;
         txn.commit().await?;
         Ok(record)
@@ -821,9 +764,7 @@ impl Store {
             lifecycle_stage: "active".to_owned(),
             user_id: String::new(),
         };
-        run::Entity::insert(model.clone().into_active_model())
-            .exec_without_returning(&txn)
-            .await?;
+        run::Entity::insert(model.clone().into_active_model()).exec_without_returning(&txn).await?;
         let tags = last_wins(tags);
         for chunk in tags.chunks(CHUNK_ROWS) {
             tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
@@ -973,14 +914,12 @@ impl Store {
                 .or_insert(candidate);
         }
         let latest: Vec<(&str, StoredPoint)> = latest.into_iter().collect();
-        let newer = excluded("step")
-            .gt(stored_latest(latest_metric::Column::Step))
-            .or(excluded("step").eq(stored_latest(latest_metric::Column::Step)).and(
-                excluded("timestamp")
-                    .gt(stored_latest(latest_metric::Column::Timestamp))
-                    .or(excluded("timestamp")
-                        .eq(stored_latest(latest_metric::Column::Timestamp))
-                        .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
+        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
+            .eq(stored_latest(latest_metric::Column::Step))
+            .and(
+                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
+                    .eq(stored_latest(latest_metric::Column::Timestamp))
+                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
             ));
         for chunk in latest.chunks(CHUNK_ROWS) {
             latest_metric::Entity::insert_many(chunk.iter().map(|&(key, p)| latest_metric::ActiveModel {

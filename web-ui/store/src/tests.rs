@@ -15,24 +15,14 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn point(key: &str, value: f64, timestamp: i64, step: i64) -> MetricPoint {
-    MetricPoint {
-        key: key.to_owned(),
-        value,
-        timestamp,
-        step,
-    }
+    MetricPoint { key: key.to_owned(), value, timestamp, step }
 }
 
 /// One PRAGMA's value, as text, through `conn`.
 async fn pragma<C: ConnectionTrait>(conn: &C, name: &str) -> String {
-    let row = conn
-        .query_one_raw(Statement::from_string(DbBackend::Sqlite, format!("PRAGMA {name}")))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<String>(0)
-        .or_else(|_| row.try_get_by_index::<i64>(0).map(|v| v.to_string()))
-        .unwrap()
+    let row =
+        conn.query_one_raw(Statement::from_string(DbBackend::Sqlite, format!("PRAGMA {name}"))).await.unwrap().unwrap();
+    row.try_get_by_index::<String>(0).or_else(|_| row.try_get_by_index::<i64>(0).map(|v| v.to_string())).unwrap()
 }
 
 fn assert_rfc3339_secs_z(ts: &str) {
@@ -94,15 +84,11 @@ async fn open_url_creates_the_file() {
 async fn in_memory_database_works_and_is_private() {
     let a = Store::open("sqlite::memory:").await.unwrap();
     let b = Store::open("sqlite::memory:").await.unwrap();
-    a.put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({"x": 1}))
-        .await
-        .unwrap();
+    a.put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({"x": 1})).await.unwrap();
     assert!(a.get_resource("Queue", "", "q").await.unwrap().is_some());
     assert!(b.get_resource("Queue", "", "q").await.unwrap().is_none());
     let run = new_run(&a).await;
-    a.log_batch(&run.run_id, &[point("m", 1.0, 1, 1)], &[], &[])
-        .await
-        .unwrap();
+    a.log_batch(&run.run_id, &[point("m", 1.0, 1, 1)], &[], &[]).await.unwrap();
     assert_eq!(a.metric_history(&run.run_id, "m").await.unwrap().len(), 1);
 }
 
@@ -126,32 +112,18 @@ async fn data_survives_reopening_the_file() {
     let (uid, run_id, exp_id) = {
         let store = Store::open_sqlite(&path).await.unwrap();
         let (res, _) = store
-            .put_resource(
-                "TrainingJob",
-                "default",
-                "job",
-                &json!({"a": "b"}),
-                &json!({}),
-                &json!({"image": "x"}),
-            )
+            .put_resource("TrainingJob", "default", "job", &json!({"a": "b"}), &json!({}), &json!({"image": "x"}))
             .await
             .unwrap();
         store.set_status(&res.uid, &json!({"phase": "Running"})).await.unwrap();
         store.add_event(&res.uid, "Normal", "Started", "started").await.unwrap();
         let exp_id = store.create_experiment("exp", &kv(&[("team", "ml")])).await.unwrap();
         let run = store.create_run(&exp_id, "run", 5, &kv(&[("t", "1")])).await.unwrap();
-        store
-            .log_batch(&run.run_id, &[point("loss", 0.5, 10, 1)], &kv(&[("lr", "0.1")]), &[])
-            .await
-            .unwrap();
+        store.log_batch(&run.run_id, &[point("loss", 0.5, 10, 1)], &kv(&[("lr", "0.1")]), &[]).await.unwrap();
         (res.uid, run.run_id, exp_id)
     };
     let store = Store::open_sqlite(&path).await.unwrap();
-    let res = store
-        .get_resource("TrainingJob", "default", "job")
-        .await
-        .unwrap()
-        .unwrap();
+    let res = store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap();
     assert_eq!(res.uid, uid);
     assert_eq!(res.status, json!({"phase": "Running"}));
     assert_eq!(res.resource_version, 2);
@@ -174,10 +146,8 @@ async fn put_resource_created_unchanged_configured() {
     let (_dir, store) = temp_store().await;
     let labels = json!({"team": "a"});
     let spec = json!({"image": "x", "replicas": 1});
-    let (created, outcome) = store
-        .put_resource("TrainingJob", "default", "job", &labels, &json!({}), &spec)
-        .await
-        .unwrap();
+    let (created, outcome) =
+        store.put_resource("TrainingJob", "default", "job", &labels, &json!({}), &spec).await.unwrap();
     assert_eq!(outcome, PutOutcome::Created);
     assert_eq!((created.generation, created.resource_version), (1, 1));
     assert_eq!(created.status, json!({}));
@@ -186,36 +156,18 @@ async fn put_resource_created_unchanged_configured() {
     assert_eq!(created.deletion_timestamp, None);
     assert_eq!(uuid::Uuid::parse_str(&created.uid).unwrap().get_version_num(), 4);
     assert_rfc3339_secs_z(&created.creation_timestamp);
-    assert_eq!(
-        store
-            .get_resource("TrainingJob", "default", "job")
-            .await
-            .unwrap()
-            .unwrap(),
-        created
-    );
+    assert_eq!(store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap(), created);
 
     // Same content, keys in another order: unchanged, nothing bumped.
     let reordered = json!({"replicas": 1, "image": "x"});
-    let (same, outcome) = store
-        .put_resource("TrainingJob", "default", "job", &labels, &json!({}), &reordered)
-        .await
-        .unwrap();
+    let (same, outcome) =
+        store.put_resource("TrainingJob", "default", "job", &labels, &json!({}), &reordered).await.unwrap();
     assert_eq!(outcome, PutOutcome::Unchanged);
     assert_eq!(same, created);
 
     // Labels only: configured, generation kept.
-    let (relabeled, outcome) = store
-        .put_resource(
-            "TrainingJob",
-            "default",
-            "job",
-            &json!({"team": "b"}),
-            &json!({}),
-            &spec,
-        )
-        .await
-        .unwrap();
+    let (relabeled, outcome) =
+        store.put_resource("TrainingJob", "default", "job", &json!({"team": "b"}), &json!({}), &spec).await.unwrap();
     assert_eq!(outcome, PutOutcome::Configured);
     assert_eq!((relabeled.generation, relabeled.resource_version), (1, 2));
     assert_eq!(relabeled.labels, json!({"team": "b"}));
@@ -223,34 +175,17 @@ async fn put_resource_created_unchanged_configured() {
 
     // Annotations only: configured, generation kept.
     let (annotated, outcome) = store
-        .put_resource(
-            "TrainingJob",
-            "default",
-            "job",
-            &json!({"team": "b"}),
-            &json!({"n": "1"}),
-            &spec,
-        )
+        .put_resource("TrainingJob", "default", "job", &json!({"team": "b"}), &json!({"n": "1"}), &spec)
         .await
         .unwrap();
     assert_eq!(outcome, PutOutcome::Configured);
     assert_eq!((annotated.generation, annotated.resource_version), (1, 3));
 
     // Spec: configured, generation bumped; status and creation kept.
-    store
-        .set_status(&created.uid, &json!({"phase": "Running"}))
-        .await
-        .unwrap();
+    store.set_status(&created.uid, &json!({"phase": "Running"})).await.unwrap();
     let new_spec = json!({"image": "y", "replicas": 1});
     let (respecced, outcome) = store
-        .put_resource(
-            "TrainingJob",
-            "default",
-            "job",
-            &json!({"team": "b"}),
-            &json!({"n": "1"}),
-            &new_spec,
-        )
+        .put_resource("TrainingJob", "default", "job", &json!({"team": "b"}), &json!({"n": "1"}), &new_spec)
         .await
         .unwrap();
     assert_eq!(outcome, PutOutcome::Configured);
@@ -258,45 +193,26 @@ async fn put_resource_created_unchanged_configured() {
     assert_eq!(respecced.spec, new_spec);
     assert_eq!(respecced.status, json!({"phase": "Running"}));
     assert_eq!(respecced.creation_timestamp, created.creation_timestamp);
-    assert_eq!(
-        store
-            .get_resource("TrainingJob", "default", "job")
-            .await
-            .unwrap()
-            .unwrap(),
-        respecced
-    );
+    assert_eq!(store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap(), respecced);
 
     // The same name in another namespace or kind is another object.
-    let (other, outcome) = store
-        .put_resource("TrainingJob", "other", "job", &labels, &json!({}), &spec)
-        .await
-        .unwrap();
+    let (other, outcome) = store.put_resource("TrainingJob", "other", "job", &labels, &json!({}), &spec).await.unwrap();
     assert_eq!(outcome, PutOutcome::Created);
     assert_ne!(other.uid, created.uid);
-    let (_, outcome) = store
-        .put_resource("Queue", "default", "job", &labels, &json!({}), &spec)
-        .await
-        .unwrap();
+    let (_, outcome) = store.put_resource("Queue", "default", "job", &labels, &json!({}), &spec).await.unwrap();
     assert_eq!(outcome, PutOutcome::Created);
 }
 
 #[tokio::test]
 async fn get_resource_missing_is_none() {
     let (_dir, store) = temp_store().await;
-    assert_eq!(
-        store.get_resource("TrainingJob", "default", "nope").await.unwrap(),
-        None
-    );
+    assert_eq!(store.get_resource("TrainingJob", "default", "nope").await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn set_status_bumps_resource_version_only() {
     let (_dir, store) = temp_store().await;
-    let (res, _) = store
-        .put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({"cap": 2}))
-        .await
-        .unwrap();
+    let (res, _) = store.put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({"cap": 2})).await.unwrap();
     store.set_status(&res.uid, &json!({"used": 1})).await.unwrap();
     store.set_status(&res.uid, &json!({"used": 2})).await.unwrap();
     let got = store.get_resource("Queue", "", "q").await.unwrap().unwrap();
@@ -317,16 +233,9 @@ async fn mark_deleted_then_put_is_refused() {
     let (_dir, store) = temp_store().await;
     assert!(!store.mark_deleted("TrainingJob", "default", "job").await.unwrap());
     let spec = json!({"image": "x"});
-    let (res, _) = store
-        .put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec)
-        .await
-        .unwrap();
+    let (res, _) = store.put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec).await.unwrap();
     assert!(store.mark_deleted("TrainingJob", "default", "job").await.unwrap());
-    let deleting = store
-        .get_resource("TrainingJob", "default", "job")
-        .await
-        .unwrap()
-        .unwrap();
+    let deleting = store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap();
     let ts = deleting.deletion_timestamp.clone().unwrap();
     assert_rfc3339_secs_z(&ts);
     assert_eq!(deleting.resource_version, 2);
@@ -334,21 +243,11 @@ async fn mark_deleted_then_put_is_refused() {
 
     // Idempotent: no second bump, same timestamp.
     assert!(store.mark_deleted("TrainingJob", "default", "job").await.unwrap());
-    assert_eq!(
-        store
-            .get_resource("TrainingJob", "default", "job")
-            .await
-            .unwrap()
-            .unwrap(),
-        deleting
-    );
+    assert_eq!(store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap(), deleting);
 
     // Neither an update nor an identical put goes through.
     for spec in [json!({"image": "y"}), spec.clone()] {
-        let err = store
-            .put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec)
-            .await
-            .unwrap_err();
+        let err = store.put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec).await.unwrap_err();
         match err {
             StoreError::BeingDeleted(what) => assert_eq!(what, "TrainingJob default/job"),
             other => panic!("{other}"),
@@ -356,24 +255,11 @@ async fn mark_deleted_then_put_is_refused() {
     }
 
     // The controller can still write status while cleaning up, then remove it.
-    store
-        .set_status(&res.uid, &json!({"phase": "Terminating"}))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get_resource("TrainingJob", "default", "job")
-            .await
-            .unwrap()
-            .unwrap()
-            .resource_version,
-        3
-    );
+    store.set_status(&res.uid, &json!({"phase": "Terminating"})).await.unwrap();
+    assert_eq!(store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap().resource_version, 3);
     store.remove_resource(&res.uid).await.unwrap();
-    let (again, outcome) = store
-        .put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec)
-        .await
-        .unwrap();
+    let (again, outcome) =
+        store.put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec).await.unwrap();
     assert_eq!(outcome, PutOutcome::Created);
     assert_ne!(again.uid, res.uid);
 }
@@ -384,10 +270,7 @@ async fn list_resources_by_creation_then_name() {
     let put = |ns: &'static str, name: &'static str| {
         let store = store.clone();
         async move {
-            store
-                .put_resource("TrainingJob", ns, name, &json!({}), &json!({}), &json!({}))
-                .await
-                .unwrap();
+            store.put_resource("TrainingJob", ns, name, &json!({}), &json!({}), &json!({})).await.unwrap();
         }
     };
     put("default", "zeta").await;
@@ -396,16 +279,10 @@ async fn list_resources_by_creation_then_name() {
     put("default", "charlie").await;
     put("team", "bravo").await;
     put("default", "alpha").await;
-    store
-        .put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({}))
-        .await
-        .unwrap();
+    store.put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({})).await.unwrap();
 
-    let names = |list: Vec<StoredResource>| {
-        list.into_iter()
-            .map(|r| format!("{}/{}", r.namespace, r.name))
-            .collect::<Vec<_>>()
-    };
+    let names =
+        |list: Vec<StoredResource>| list.into_iter().map(|r| format!("{}/{}", r.namespace, r.name)).collect::<Vec<_>>();
     assert_eq!(
         names(store.list_resources("TrainingJob", None).await.unwrap()),
         ["default/zeta", "default/alpha", "team/bravo", "default/charlie"]
@@ -414,24 +291,15 @@ async fn list_resources_by_creation_then_name() {
         names(store.list_resources("TrainingJob", Some("default")).await.unwrap()),
         ["default/zeta", "default/alpha", "default/charlie"]
     );
-    assert_eq!(
-        names(store.list_resources("TrainingJob", Some("nobody")).await.unwrap()),
-        Vec::<String>::new()
-    );
+    assert_eq!(names(store.list_resources("TrainingJob", Some("nobody")).await.unwrap()), Vec::<String>::new());
     assert_eq!(names(store.list_resources("Queue", None).await.unwrap()), ["/q"]);
 }
 
 #[tokio::test]
 async fn remove_resource_removes_its_events() {
     let (_dir, store) = temp_store().await;
-    let (a, _) = store
-        .put_resource("TrainingJob", "default", "a", &json!({}), &json!({}), &json!({}))
-        .await
-        .unwrap();
-    let (b, _) = store
-        .put_resource("TrainingJob", "default", "b", &json!({}), &json!({}), &json!({}))
-        .await
-        .unwrap();
+    let (a, _) = store.put_resource("TrainingJob", "default", "a", &json!({}), &json!({}), &json!({})).await.unwrap();
+    let (b, _) = store.put_resource("TrainingJob", "default", "b", &json!({}), &json!({}), &json!({})).await.unwrap();
     store.add_event(&a.uid, "Normal", "Created", "made a").await.unwrap();
     store.add_event(&a.uid, "Warning", "Failed", "oops").await.unwrap();
     store.add_event(&b.uid, "Normal", "Created", "made b").await.unwrap();
@@ -439,11 +307,7 @@ async fn remove_resource_removes_its_events() {
     assert_eq!(store.get_resource("TrainingJob", "default", "a").await.unwrap(), None);
     assert!(store.list_events(&a.uid).await.unwrap().is_empty());
     assert_eq!(store.list_events(&b.uid).await.unwrap().len(), 1);
-    assert!(store
-        .get_resource("TrainingJob", "default", "b")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(store.get_resource("TrainingJob", "default", "b").await.unwrap().is_some());
     // Removing again (or something never stored) is fine.
     store.remove_resource(&a.uid).await.unwrap();
     store.remove_resource("never-was").await.unwrap();
@@ -455,39 +319,19 @@ async fn remove_resource_removes_its_events() {
 async fn repeated_events_fold_into_a_count() {
     let (_dir, store) = temp_store().await;
     let uid = "obj-1";
-    store
-        .add_event(uid, "Normal", "Pulling", "pulling image")
-        .await
-        .unwrap();
-    store
-        .add_event(uid, "Normal", "Pulling", "pulling image")
-        .await
-        .unwrap();
-    store
-        .add_event(uid, "Normal", "Pulling", "pulling image")
-        .await
-        .unwrap();
+    store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
+    store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
+    store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
     store.add_event(uid, "Warning", "BackOff", "restarting").await.unwrap();
     // Same as an older event but not the latest: a new event.
-    store
-        .add_event(uid, "Normal", "Pulling", "pulling image")
-        .await
-        .unwrap();
+    store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
     // Same reason, other message: a new event.
-    store
-        .add_event(uid, "Normal", "Pulling", "pulling other image")
-        .await
-        .unwrap();
-    store
-        .add_event("obj-2", "Normal", "Pulling", "pulling image")
-        .await
-        .unwrap();
+    store.add_event(uid, "Normal", "Pulling", "pulling other image").await.unwrap();
+    store.add_event("obj-2", "Normal", "Pulling", "pulling image").await.unwrap();
 
     let events = store.list_events(uid).await.unwrap();
-    let summary: Vec<_> = events
-        .iter()
-        .map(|e| (e.type_.as_str(), e.reason.as_str(), e.message.as_str(), e.count))
-        .collect();
+    let summary: Vec<_> =
+        events.iter().map(|e| (e.type_.as_str(), e.reason.as_str(), e.message.as_str(), e.count)).collect();
     assert_eq!(
         summary,
         [
@@ -513,10 +357,7 @@ async fn repeated_events_fold_into_a_count() {
 async fn experiments_create_get_and_conflict() {
     let (_dir, store) = temp_store().await;
     let before = now_ms();
-    let id = store
-        .create_experiment("exp", &kv(&[("z", "1"), ("a", "2"), ("z", "3")]))
-        .await
-        .unwrap();
+    let id = store.create_experiment("exp", &kv(&[("z", "1"), ("a", "2"), ("z", "3")])).await.unwrap();
     let exp = store.get_experiment(&id).await.unwrap().unwrap();
     assert_eq!(exp.experiment_id, id);
     assert_eq!(exp.name, "exp");
@@ -579,28 +420,16 @@ where
 async fn create_get_update_run() {
     let (_dir, store) = temp_store().await;
     let exp_id = store.create_experiment("exp", &[]).await.unwrap();
-    let run = store
-        .create_run(&exp_id, "my-run", 1_700_000_000_000, &kv(&[("b", "2"), ("a", "1")]))
-        .await
-        .unwrap();
+    let run = store.create_run(&exp_id, "my-run", 1_700_000_000_000, &kv(&[("b", "2"), ("a", "1")])).await.unwrap();
     assert_eq!(run.run_id.len(), 32);
-    assert!(
-        run.run_id
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
-        "{}",
-        run.run_id
-    );
+    assert!(run.run_id.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{}", run.run_id);
     assert_eq!(run.experiment_id, exp_id);
     assert_eq!(run.run_name, "my-run");
     assert_eq!(run.status, "RUNNING");
     assert_eq!(run.start_time, 1_700_000_000_000);
     assert_eq!(run.end_time, None);
     assert_eq!(run.lifecycle_stage, "active");
-    assert_eq!(
-        run.artifact_uri,
-        format!("mlflow-artifacts:/{exp_id}/{}/artifacts", run.run_id)
-    );
+    assert_eq!(run.artifact_uri, format!("mlflow-artifacts:/{exp_id}/{}/artifacts", run.run_id));
     assert_eq!(run.tags, kv(&[("a", "1"), ("b", "2")]));
     assert!(run.metrics.is_empty() && run.params.is_empty());
     assert_eq!(store.get_run(&run.run_id).await.unwrap().unwrap(), run);
@@ -608,21 +437,12 @@ async fn create_get_update_run() {
     let other = store.create_run(&exp_id, "my-run", 1, &[]).await.unwrap();
     assert_ne!(other.run_id, run.run_id);
 
-    let updated = store
-        .update_run(&run.run_id, Some("FINISHED"), Some(1_700_000_100_000), None)
-        .await
-        .unwrap();
+    let updated = store.update_run(&run.run_id, Some("FINISHED"), Some(1_700_000_100_000), None).await.unwrap();
     assert_eq!(updated.status, "FINISHED");
     assert_eq!(updated.end_time, Some(1_700_000_100_000));
     assert_eq!(updated.run_name, "my-run");
-    let renamed = store
-        .update_run(&run.run_id, None, None, Some("renamed"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (renamed.status.as_str(), renamed.run_name.as_str()),
-        ("FINISHED", "renamed")
-    );
+    let renamed = store.update_run(&run.run_id, None, None, Some("renamed")).await.unwrap();
+    assert_eq!((renamed.status.as_str(), renamed.run_name.as_str()), ("FINISHED", "renamed"));
     assert_eq!(renamed.end_time, Some(1_700_000_100_000));
     let untouched = store.update_run(&run.run_id, None, None, None).await.unwrap();
     assert_eq!(untouched, renamed);
@@ -640,10 +460,7 @@ async fn run_errors() {
     assert_eq!(store.get_run(missing).await.unwrap(), None);
     let err = store.update_run(missing, Some("FAILED"), None, None).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
-    let err = store
-        .log_batch(missing, &[point("m", 1.0, 1, 1)], &[], &[])
-        .await
-        .unwrap_err();
+    let err = store.log_batch(missing, &[point("m", 1.0, 1, 1)], &[], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = store.metric_history(missing, "m").await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -655,20 +472,9 @@ async fn run_errors() {
 async fn params_are_immutable() {
     let (_dir, store) = temp_store().await;
     let run = new_run(&store).await;
-    store
-        .log_batch(&run.run_id, &[], &kv(&[("lr", "0.1"), ("bs", "32")]), &[])
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[], &kv(&[("lr", "0.1"), ("bs", "32")]), &[]).await.unwrap();
     // The same value again is fine.
-    store
-        .log_batch(
-            &run.run_id,
-            &[point("m", 1.0, 1, 0)],
-            &kv(&[("lr", "0.1"), ("opt", "adam")]),
-            &[],
-        )
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[point("m", 1.0, 1, 0)], &kv(&[("lr", "0.1"), ("opt", "adam")]), &[]).await.unwrap();
 
     // Another value: ParamChanged, and nothing of that batch is written.
     let err = store
@@ -693,52 +499,29 @@ async fn params_are_immutable() {
     assert_eq!(got.params, kv(&[("bs", "32"), ("lr", "0.1"), ("opt", "adam")]));
     assert!(got.tags.is_empty());
     assert_eq!(got.metrics, vec![point("m", 1.0, 1, 0)]);
-    assert_eq!(
-        store.metric_history(&run.run_id, "m").await.unwrap(),
-        vec![point("m", 1.0, 1, 0)]
-    );
+    assert_eq!(store.metric_history(&run.run_id, "m").await.unwrap(), vec![point("m", 1.0, 1, 0)]);
     assert!(store.metric_history(&run.run_id, "other").await.unwrap().is_empty());
 
     // Two values for one key in one batch: refused too.
-    let err = store
-        .log_batch(&run.run_id, &[], &kv(&[("k", "1"), ("k", "2")]), &[])
-        .await
-        .unwrap_err();
+    let err = store.log_batch(&run.run_id, &[], &kv(&[("k", "1"), ("k", "2")]), &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::ParamChanged { .. }), "{err}");
     // The same value twice in one batch is fine.
-    store
-        .log_batch(&run.run_id, &[], &kv(&[("k", "1"), ("k", "1")]), &[])
-        .await
-        .unwrap();
-    assert!(store
-        .get_run(&run.run_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .params
-        .contains(&("k".into(), "1".into())));
+    store.log_batch(&run.run_id, &[], &kv(&[("k", "1"), ("k", "1")]), &[]).await.unwrap();
+    assert!(store.get_run(&run.run_id).await.unwrap().unwrap().params.contains(&("k".into(), "1".into())));
 }
 
 #[tokio::test]
 async fn metric_retry_is_idempotent() {
     let (_dir, store) = temp_store().await;
     let run = new_run(&store).await;
-    let batch: Vec<MetricPoint> = (0..10)
-        .map(|i| point("loss", 1.0 / (i + 1) as f64, 100 + i, i))
-        .collect();
+    let batch: Vec<MetricPoint> = (0..10).map(|i| point("loss", 1.0 / (i + 1) as f64, 100 + i, i)).collect();
     store.log_batch(&run.run_id, &batch, &[], &[]).await.unwrap();
     store.log_batch(&run.run_id, &batch, &[], &[]).await.unwrap();
     // A point repeated inside one batch is also stored once.
-    store
-        .log_batch(&run.run_id, &[batch[3].clone(), batch[3].clone()], &[], &[])
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[batch[3].clone(), batch[3].clone()], &[], &[]).await.unwrap();
     assert_eq!(store.metric_history(&run.run_id, "loss").await.unwrap(), batch);
     // A different value at the same step and timestamp is a distinct point.
-    store
-        .log_batch(&run.run_id, &[point("loss", 7.0, 100, 0)], &[], &[])
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[point("loss", 7.0, 100, 0)], &[], &[]).await.unwrap();
     let history = store.metric_history(&run.run_id, "loss").await.unwrap();
     assert_eq!(history.len(), 11);
     assert_eq!(&history[..2], &[point("loss", 1.0, 100, 0), point("loss", 7.0, 100, 0)]);
@@ -764,22 +547,13 @@ async fn nan_and_infinities_round_trip() {
         .await
         .unwrap();
     // Retrying the NaN point does not duplicate it.
-    store
-        .log_batch(&run.run_id, &[point("nan", f64::NAN, 1, 0)], &[], &[])
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[point("nan", f64::NAN, 1, 0)], &[], &[]).await.unwrap();
 
     let nan = store.metric_history(&run.run_id, "nan").await.unwrap();
     assert_eq!(nan.len(), 1);
     assert!(nan[0].value.is_nan());
-    assert_eq!(
-        store.metric_history(&run.run_id, "inf").await.unwrap(),
-        vec![point("inf", f64::INFINITY, 1, 0)]
-    );
-    assert_eq!(
-        store.metric_history(&run.run_id, "ninf").await.unwrap(),
-        vec![point("ninf", f64::NEG_INFINITY, 1, 0)]
-    );
+    assert_eq!(store.metric_history(&run.run_id, "inf").await.unwrap(), vec![point("inf", f64::INFINITY, 1, 0)]);
+    assert_eq!(store.metric_history(&run.run_id, "ninf").await.unwrap(), vec![point("ninf", f64::NEG_INFINITY, 1, 0)]);
     // A real 0 and a NaN at the same step and time are two points.
     let mixed = store.metric_history(&run.run_id, "mixed").await.unwrap();
     assert_eq!(mixed.len(), 2);
@@ -799,47 +573,21 @@ async fn latest_metric_is_highest_step_then_timestamp() {
     let (_dir, store) = temp_store().await;
     let run = new_run(&store).await;
     let latest = |store: Store, run_id: String| async move { store.get_run(&run_id).await.unwrap().unwrap().metrics };
-    store
-        .log_batch(&run.run_id, &[point("acc", 0.5, 100, 5)], &[], &[])
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[point("acc", 0.5, 100, 5)], &[], &[]).await.unwrap();
     // A lower step logged later does not win.
-    store
-        .log_batch(&run.run_id, &[point("acc", 0.9, 500, 3)], &[], &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        latest(store.clone(), run.run_id.clone()).await,
-        vec![point("acc", 0.5, 100, 5)]
-    );
+    store.log_batch(&run.run_id, &[point("acc", 0.9, 500, 3)], &[], &[]).await.unwrap();
+    assert_eq!(latest(store.clone(), run.run_id.clone()).await, vec![point("acc", 0.5, 100, 5)]);
     // Same step, later timestamp wins.
-    store
-        .log_batch(&run.run_id, &[point("acc", 0.6, 200, 5)], &[], &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        latest(store.clone(), run.run_id.clone()).await,
-        vec![point("acc", 0.6, 200, 5)]
-    );
+    store.log_batch(&run.run_id, &[point("acc", 0.6, 200, 5)], &[], &[]).await.unwrap();
+    assert_eq!(latest(store.clone(), run.run_id.clone()).await, vec![point("acc", 0.6, 200, 5)]);
     // Same step, earlier timestamp does not.
-    store
-        .log_batch(&run.run_id, &[point("acc", 0.1, 150, 5)], &[], &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        latest(store.clone(), run.run_id.clone()).await,
-        vec![point("acc", 0.6, 200, 5)]
-    );
+    store.log_batch(&run.run_id, &[point("acc", 0.1, 150, 5)], &[], &[]).await.unwrap();
+    assert_eq!(latest(store.clone(), run.run_id.clone()).await, vec![point("acc", 0.6, 200, 5)]);
     // Within one batch, in any order, the max (step, timestamp) wins.
     store
         .log_batch(
             &run.run_id,
-            &[
-                point("acc", 0.7, 300, 9),
-                point("acc", 0.8, 250, 10),
-                point("acc", 0.2, 400, 8),
-                point("b", 1.0, 1, 1),
-            ],
+            &[point("acc", 0.7, 300, 9), point("acc", 0.8, 250, 10), point("acc", 0.2, 400, 8), point("b", 1.0, 1, 1)],
             &[],
             &[],
         )
@@ -850,36 +598,18 @@ async fn latest_metric_is_highest_step_then_timestamp() {
         vec![point("acc", 0.8, 250, 10), point("b", 1.0, 1, 1)]
     );
     // Same step and timestamp: the larger value wins (MLflow's tie-break).
-    store
-        .log_batch(&run.run_id, &[point("b", 3.0, 1, 1)], &[], &[])
-        .await
-        .unwrap();
-    store
-        .log_batch(&run.run_id, &[point("b", 2.0, 1, 1)], &[], &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        latest(store.clone(), run.run_id.clone()).await[1],
-        point("b", 3.0, 1, 1)
-    );
+    store.log_batch(&run.run_id, &[point("b", 3.0, 1, 1)], &[], &[]).await.unwrap();
+    store.log_batch(&run.run_id, &[point("b", 2.0, 1, 1)], &[], &[]).await.unwrap();
+    assert_eq!(latest(store.clone(), run.run_id.clone()).await[1], point("b", 3.0, 1, 1));
     // History is by step then timestamp.
-    let steps: Vec<i64> = store
-        .metric_history(&run.run_id, "acc")
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = store.metric_history(&run.run_id, "acc").await.unwrap().iter().map(|p| p.step).collect();
     assert_eq!(steps, [3, 5, 5, 5, 8, 9, 10]);
 }
 
 #[tokio::test]
 async fn tags_are_mutable_and_everything_sorted() {
     let (_dir, store) = temp_store().await;
-    let run = store
-        .create_run("0", "r", 0, &kv(&[("mlflow.user", "a")]))
-        .await
-        .unwrap();
+    let run = store.create_run("0", "r", 0, &kv(&[("mlflow.user", "a")])).await.unwrap();
     store
         .log_batch(
             &run.run_id,
@@ -889,15 +619,9 @@ async fn tags_are_mutable_and_everything_sorted() {
         )
         .await
         .unwrap();
-    store
-        .log_batch(&run.run_id, &[], &[], &kv(&[("c", "1")]))
-        .await
-        .unwrap();
+    store.log_batch(&run.run_id, &[], &[], &kv(&[("c", "1")])).await.unwrap();
     let got = store.get_run(&run.run_id).await.unwrap().unwrap();
-    assert_eq!(
-        got.metrics.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
-        ["a", "z"]
-    );
+    assert_eq!(got.metrics.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["a", "z"]);
     assert_eq!(got.params, kv(&[("b", "2"), ("y", "1")]));
     assert_eq!(got.tags, kv(&[("c", "1"), ("mlflow.user", "b"), ("note", "y")]));
     // An empty batch is fine.
@@ -908,9 +632,7 @@ async fn tags_are_mutable_and_everything_sorted() {
 async fn large_batches_span_several_inserts() {
     let (_dir, store) = temp_store().await;
     let run = new_run(&store).await;
-    let metrics: Vec<MetricPoint> = (0..1_234)
-        .map(|i| point(&format!("m{}", i % 3), i as f64, i, i))
-        .collect();
+    let metrics: Vec<MetricPoint> = (0..1_234).map(|i| point(&format!("m{}", i % 3), i as f64, i, i)).collect();
     let params: Vec<(String, String)> = (0..1_100).map(|i| (format!("p{i:04}"), i.to_string())).collect();
     let tags: Vec<(String, String)> = (0..600).map(|i| (format!("t{i:04}"), i.to_string())).collect();
     store.log_batch(&run.run_id, &metrics, &params, &tags).await.unwrap();
@@ -955,9 +677,8 @@ async fn concurrent_writers_do_not_fail() {
         let run_id = runs[i].clone();
         async move {
             for b in 0..BATCHES {
-                let batch: Vec<MetricPoint> = (0..POINTS)
-                    .map(|p| point("loss", (b * POINTS + p) as f64, b, b * POINTS + p))
-                    .collect();
+                let batch: Vec<MetricPoint> =
+                    (0..POINTS).map(|p| point("loss", (b * POINTS + p) as f64, b, b * POINTS + p)).collect();
                 store
                     .log_batch(
                         &run_id,
@@ -979,14 +700,7 @@ async fn concurrent_writers_do_not_fail() {
                 store.get_run(&run_id).await.unwrap().unwrap();
                 let name = format!("job-{i}-{n}");
                 let (res, _) = store
-                    .put_resource(
-                        "TrainingJob",
-                        "default",
-                        &name,
-                        &json!({}),
-                        &json!({}),
-                        &json!({"n": n}),
-                    )
+                    .put_resource("TrainingJob", "default", &name, &json!({}), &json!({}), &json!({"n": n}))
                     .await
                     .unwrap();
                 store.set_status(&res.uid, &json!({"phase": "Running"})).await.unwrap();
@@ -1022,14 +736,8 @@ async fn two_stores_on_one_file_wait_for_each_other() {
         async move {
             for n in 0..20i64 {
                 let step = i as i64 * 1_000 + n;
-                store
-                    .log_batch(&run_id, &[point("m", 1.0, step, step)], &[], &[])
-                    .await
-                    .unwrap();
-                store
-                    .add_event(&run_id, "Normal", "Logged", &format!("{i}-{n}"))
-                    .await
-                    .unwrap();
+                store.log_batch(&run_id, &[point("m", 1.0, step, step)], &[], &[]).await.unwrap();
+                store.add_event(&run_id, "Normal", "Logged", &format!("{i}-{n}")).await.unwrap();
             }
         }
     })

@@ -96,7 +96,11 @@ pub fn violations(spec: &GangSpec, prev: &GangState, input: &PassInput, p: &Plan
                 if i >= spec.replicas {
                     v.push(format!("start of index {i} >= replicas {}", spec.replicas));
                 }
-                if input.observed.iter().any(|o| o.index == i && o.attempt == *attempt && o.state == ReplicaObs::Running) {
+                if input
+                    .observed
+                    .iter()
+                    .any(|o| o.index == i && o.attempt == *attempt && o.state == ReplicaObs::Running)
+                {
                     v.push(format!("start of replica {i} already running in attempt {attempt}"));
                 }
             }
@@ -158,7 +162,10 @@ impl Sim {
     }
 
     pub fn observed(&self) -> Vec<Observed> {
-        self.replicas.iter().map(|(&(attempt, index), (st, _))| Observed { index, attempt, state: st.clone() }).collect()
+        self.replicas
+            .iter()
+            .map(|(&(attempt, index), (st, _))| Observed { index, attempt, state: st.clone() })
+            .collect()
     }
 
     pub fn running(&self) -> usize {
@@ -183,8 +190,7 @@ impl Sim {
     /// One reconcile pass with these extra inputs; carries out the plan's actions.
     pub fn pass(&mut self, evict: Option<Eviction>, deleting: bool) -> Plan {
         let observed = self.observed();
-        let admission =
-            (self.admit && self.state.phase == Phase::Pending).then(|| slots(self.spec.replicas as usize));
+        let admission = (self.admit && self.state.phase == Phase::Pending).then(|| slots(self.spec.replicas as usize));
         let input = PassInput { observed, admission, pending_reason: None, evict, deleting, now: self.now };
         let p = plan(&self.spec, &self.state, &input);
         check_pass(&self.spec, &self.state, &input, &p, &format!("pass {}", self.passes));

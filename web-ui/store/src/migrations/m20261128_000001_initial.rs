@@ -190,11 +190,7 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("idx_events_object_uid")
-                    .table(Events::Table)
-                    .col(Events::ObjectUid)
-                    .to_owned(),
+                Index::create().name("idx_events_object_uid").table(Events::Table).col(Events::ObjectUid).to_owned(),
             )
             .await?;
 
@@ -256,11 +252,7 @@ impl MigrationTrait for Migration {
                     .col(big_integer(ExperimentTags::ExperimentId))
                     .col(string(ExperimentTags::Key))
                     .col(text(ExperimentTags::Value))
-                    .primary_key(
-                        Index::create()
-                            .col(ExperimentTags::ExperimentId)
-                            .col(ExperimentTags::Key),
-                    )
+                    .primary_key(Index::create().col(ExperimentTags::ExperimentId).col(ExperimentTags::Key))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_experiment_tags_experiment")
@@ -298,11 +290,7 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("idx_runs_experiment_id")
-                    .table(Runs::Table)
-                    .col(Runs::ExperimentId)
-                    .to_owned(),
+                Index::create().name("idx_runs_experiment_id").table(Runs::Table).col(Runs::ExperimentId).to_owned(),
             )
             .await?;
 
@@ -373,13 +361,7 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_table(run_key_value_table(
-                Tags::Table,
-                Tags::RunUuid,
-                Tags::Key,
-                Tags::Value,
-                "fk_tags_run",
-            ))
+            .create_table(run_key_value_table(Tags::Table, Tags::RunUuid, Tags::Key, Tags::Value, "fk_tags_run"))
             .await?;
 
         Ok(())
