@@ -27,11 +27,12 @@ APPLETS="sh echo ls cat sleep nc env hostname wc grep sed seq true false kill"
 log() { echo "podman-setup: $*" >&2; }
 
 # 1. packages
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! [ -x /bin/busybox ]; then
-    log "installing podman runc busybox-static"
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! [ -x /bin/busybox ] \
+    || ! command -v curl >/dev/null; then
+    log "installing podman runc busybox-static curl"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq podman runc busybox-static >&2
+    apt-get install -y -qq podman runc busybox-static curl >&2
 fi
 
 # 2. configuration

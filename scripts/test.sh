@@ -14,7 +14,8 @@ echo "== build (debug, once)"
 cargo build --workspace --all-targets --locked
 echo "== generated CRDs match the types"
 scripts/crdgen-check.sh
-echo "== format"
+echo "== format and lints"
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked -- --test-threads=2

@@ -21,8 +21,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
@@ -110,9 +109,7 @@ fn io_err(path: &Path, source: std::io::Error) -> AgentError {
 
 /// Characters Docker accepts in a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 fn sanitize_name(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
 }
 
 /// `capstan-<job_name>-<index>-<attempt>-<first 8 characters of the uid>`, sanitized.
@@ -151,15 +148,11 @@ impl ContainerRuntime {
     /// Connect to the engine at [`choose_socket`]`(socket)` and ping it. What it starts is
     /// labelled with `agent_id` and `node`; [`list`](Self::list) returns what carries
     /// `agent_id`.
-    pub async fn connect(
-        socket: Option<&str>,
-        agent_id: &str,
-        node: &str,
-    ) -> Result<ContainerRuntime, AgentError> {
+    pub async fn connect(socket: Option<&str>, agent_id: &str, node: &str) -> Result<ContainerRuntime, AgentError> {
         let socket = choose_socket(socket);
         let no_engine = |message: String| AgentError::NoEngine { socket: socket.clone(), message };
-        let docker = Docker::connect_with_unix(&socket, 120, API_DEFAULT_VERSION)
-            .map_err(|e| no_engine(e.to_string()))?;
+        let docker =
+            Docker::connect_with_unix(&socket, 120, API_DEFAULT_VERSION).map_err(|e| no_engine(e.to_string()))?;
         let docker = match tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(docker)) => docker,
             Ok(Err(e)) => return Err(no_engine(e.to_string())),
@@ -205,9 +198,7 @@ impl ContainerRuntime {
         })?;
         match self.docker.inspect_image(image).await {
             Ok(_) => {}
-            Err(e) if status_code(&e) == Some(404) => {
-                return Err(AgentError::ImageMissing(image.to_string()))
-            }
+            Err(e) if status_code(&e) == Some(404) => return Err(AgentError::ImageMissing(image.to_string())),
             Err(e) => return Err(engine(e)),
         }
 
@@ -280,9 +271,8 @@ impl ContainerRuntime {
                 network_mode: Some("host".to_string()),
                 memory: spec.memory_bytes.map(|m| m.min(i64::MAX as u64) as i64),
                 nano_cpus: spec.cpu.filter(|c| *c > 0.0).map(|c| (c * 1e9).round() as i64),
-                binds: (!spec.mounts.is_empty()).then(|| {
-                    spec.mounts.iter().map(|(host, inside)| format!("{host}:{inside}")).collect()
-                }),
+                binds: (!spec.mounts.is_empty())
+                    .then(|| spec.mounts.iter().map(|(host, inside)| format!("{host}:{inside}")).collect()),
                 device_requests,
                 ..Default::default()
             }),
@@ -486,10 +476,9 @@ async fn follow_logs(docker: &Docker, raw: &RawClient, id: &str, path: &Path, of
                 for attempt in 0..3 {
                     match follow_once(docker, id, path, offset, false).await {
                         Ok(()) => return,
-                        Err(e) if attempt == 2 => tracing::warn!(
-                            "reading the logs of container {id} into {}: {e}",
-                            path.display()
-                        ),
+                        Err(e) if attempt == 2 => {
+                            tracing::warn!("reading the logs of container {id} into {}: {e}", path.display())
+                        }
                         Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
                     }
                 }
@@ -504,19 +493,9 @@ async fn follow_logs(docker: &Docker, raw: &RawClient, id: &str, path: &Path, of
     }
 }
 
-async fn follow_once(
-    docker: &Docker,
-    id: &str,
-    path: &Path,
-    offset: u64,
-    follow: bool,
-) -> Result<(), String> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+async fn follow_once(docker: &Docker, id: &str, path: &Path, offset: u64, follow: bool) -> Result<(), String> {
+    let mut file =
+        std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let start = offset.min(len);
     file.set_len(start).map_err(|e| e.to_string())?;
@@ -564,8 +543,7 @@ impl Inspected {
     fn exited(&self) -> bool {
         match self.status.as_str() {
             "exited" | "stopped" | "dead" => true,
-            "created" | "configured" | "initialized" | "running" | "paused" | "restarting"
-            | "stopping" => false,
+            "created" | "configured" | "initialized" | "running" | "paused" | "restarting" | "stopping" => false,
             _ => !self.running,
         }
     }
@@ -603,9 +581,8 @@ impl RawClient {
     /// GET `path` (with its query): the status code and the JSON body (Null when empty).
     async fn get(&self, path: &str) -> Result<(u16, Value), String> {
         let exchange = async {
-            let mut stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| format!("{}: {e}", self.socket))?;
+            let mut stream =
+                tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| format!("{}: {e}", self.socket))?;
             let request = format!(
                 "GET {}{path} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
                 self.prefix
@@ -623,18 +600,12 @@ impl RawClient {
 
     /// Inspect container `id`: None when there is no such container.
     async fn inspect(&self, id: &str) -> Result<Option<Inspected>, AgentError> {
-        let (status, body) = self
-            .get(&format!("/containers/{}/json", percent_encode(id)))
-            .await
-            .map_err(AgentError::Engine)?;
+        let (status, body) =
+            self.get(&format!("/containers/{}/json", percent_encode(id))).await.map_err(AgentError::Engine)?;
         match status {
             200 => {}
             404 => return Ok(None),
-            _ => {
-                return Err(AgentError::Engine(format!(
-                    "inspecting container {id}: HTTP {status}: {body}"
-                )))
-            }
+            _ => return Err(AgentError::Engine(format!("inspecting container {id}: HTTP {status}: {body}"))),
         }
         let state = &body["State"];
         Ok(Some(Inspected {
@@ -650,10 +621,7 @@ impl RawClient {
 
 /// Status and JSON body of an HTTP/1.1 response read to its end.
 fn parse_response(response: &[u8]) -> Result<(u16, Value), String> {
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete HTTP response")?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("incomplete HTTP response")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let mut body = response[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
@@ -704,11 +672,13 @@ mod tests {
 
     #[test]
     fn responses() {
-        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"message\":\"no such container\"}";
+        let plain =
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"message\":\"no such container\"}";
         let (status, body) = parse_response(plain).unwrap();
         assert_eq!(status, 404);
         assert_eq!(body["message"], "no such container");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n2\r\n,3\r\n1\r\n]\r\n0\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n2\r\n,3\r\n1\r\n]\r\n0\r\n\r\n";
         let (status, body) = parse_response(chunked).unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, serde_json::json!([1, 2, 3]));

@@ -78,9 +78,7 @@ pub fn parse_simulate_spec(spec: &str) -> Result<Vec<GpuInfo>, AgentError> {
         if count_text.is_empty() || !count_text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(spec, start, "expected a GPU count"));
         }
-        let count: usize = count_text
-            .parse()
-            .map_err(|_| invalid(spec, start, "GPU count too large"))?;
+        let count: usize = count_text.parse().map_err(|_| invalid(spec, start, "GPU count too large"))?;
         if count == 0 {
             return Err(invalid(spec, start, "GPU count must be at least 1"));
         }
@@ -91,9 +89,8 @@ pub fn parse_simulate_spec(spec: &str) -> Result<Vec<GpuInfo>, AgentError> {
                 if name.is_empty() {
                     return Err(invalid(spec, at, "expected a product name after 'x'"));
                 }
-                if let Some(bad) = name
-                    .char_indices()
-                    .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                if let Some(bad) =
+                    name.char_indices().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
                 {
                     return Err(invalid(
                         spec,
@@ -195,10 +192,9 @@ mod tests {
             ("-1", 0),
         ] {
             match parse_simulate_spec(spec) {
-                Err(AgentError::Invalid(message)) => assert!(
-                    message.contains(&format!("at position {position}:")),
-                    "{spec:?}: {message}"
-                ),
+                Err(AgentError::Invalid(message)) => {
+                    assert!(message.contains(&format!("at position {position}:")), "{spec:?}: {message}")
+                }
                 other => panic!("{spec:?}: {other:?}"),
             }
         }

@@ -179,10 +179,8 @@ fn agent_id(state_dir: &std::path::Path) -> Result<String, AgentError> {
         }
     }
     std::fs::create_dir_all(state_dir).map_err(io)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let id = format!("{:x}{:06x}", nanos, std::process::id() & 0xff_ffff);
     let tmp = state_dir.join(format!("agent-id.{}.tmp", std::process::id()));
     std::fs::write(&tmp, format!("{id}\n")).map_err(io)?;
@@ -225,13 +223,8 @@ impl Agent {
         };
         let process = process::ProcessRuntime::new(&config.state_dir)?;
         let id = agent_id(&config.state_dir)?;
-        let (container, engine_error) = match container::ContainerRuntime::connect(
-            config.docker_socket.as_deref(),
-            &id,
-            &config.node_name,
-        )
-        .await
-        {
+        let (container, engine_error) =
+            match container::ContainerRuntime::connect(config.docker_socket.as_deref(), &id, &config.node_name).await {
                 Ok(runtime) => (Some(runtime), None),
                 Err(AgentError::NoEngine { socket, message }) => {
                     tracing::warn!(
@@ -241,7 +234,9 @@ impl Agent {
                 }
                 Err(e) => {
                     let socket = container::choose_socket(config.docker_socket.as_deref());
-                    tracing::warn!("no container engine at {socket}: {e}; container replicas are off, process replicas run");
+                    tracing::warn!(
+                        "no container engine at {socket}: {e}; container replicas are off, process replicas run"
+                    );
                     (None, Some((socket, e.to_string())))
                 }
             };
@@ -280,11 +275,21 @@ impl Agent {
     /// Start a replica. Returns once it has been started (not once it is ready).
     ///
     /// Starting the same replica (job UID, index, attempt) again while it runs returns the
-    /// running one; an exited one is replaced.
+    /// running one; an exited one is replaced. A container gets device requests for its
+    /// GPUs unless they are simulated.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, AgentError> {
         match spec.runtime {
             Runtime::Process => self.process.start(spec).await,
-            Runtime::Container => self.engine()?.start(spec).await,
+            Runtime::Container => {
+                let engine = self.engine()?;
+                // Simulated GPUs cannot be handed to a container: no device requests for them.
+                let simulated = |index: &u32| self.gpus.iter().any(|g| g.index == *index && g.simulated);
+                if !spec.gpus.is_empty() && spec.gpus.iter().all(simulated) {
+                    let spec = ReplicaSpec { gpus: Vec::new(), ..spec.clone() };
+                    return engine.start(&spec).await;
+                }
+                engine.start(spec).await
+            }
         }
     }
 

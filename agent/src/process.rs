@@ -83,9 +83,7 @@ fn io_err(path: &Path, source: std::io::Error) -> AgentError {
 
 /// A file-name-safe form of `s`.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
 }
 
 /// Exit code in words: "Completed", "Killed by signal 15 (SIGTERM)", "Error".
@@ -140,9 +138,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            proc_stat(*pid).is_some_and(|s| s.live() && s.pgrp == pgid as i32)
-        })
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.live() && s.pgrp == pgid as i32))
         .collect()
 }
 
@@ -185,10 +181,7 @@ fn find_program(program: &str, path_var: Option<&str>, cwd: Option<&Path>) -> Re
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AgentError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let mut file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
     file.write_all(data).map_err(|e| io_err(&tmp, e))?;
     file.sync_all().map_err(|e| io_err(&tmp, e))?;
@@ -244,9 +237,7 @@ impl ProcessRuntime {
                 Err(e) => tracing::warn!("ignoring unreadable process record {}: {e}", path.display()),
             }
         }
-        records.sort_by(|a, b| {
-            (&a.job_uid, a.index, a.attempt).cmp(&(&b.job_uid, b.index, b.attempt))
-        });
+        records.sort_by(|a, b| (&a.job_uid, a.index, a.attempt).cmp(&(&b.job_uid, b.index, b.attempt)));
         Ok(records)
     }
 
@@ -269,8 +260,7 @@ impl ProcessRuntime {
     /// The record of the replica with process id `id`.
     fn find(&self, id: &str) -> Option<ProcessRecord> {
         let pid: u32 = id.trim().parse().ok()?;
-        let mut candidates: Vec<ProcessRecord> =
-            self.records().ok()?.into_iter().filter(|r| r.pid == pid).collect();
+        let mut candidates: Vec<ProcessRecord> = self.records().ok()?.into_iter().filter(|r| r.pid == pid).collect();
         if candidates.len() > 1 {
             // A reused pid: prefer the live one, then one that is our child, then any.
             if let Some(at) = candidates.iter().position(Self::leader_alive) {
@@ -297,9 +287,8 @@ impl ProcessRuntime {
         let exit_path = self.exit_path(&key);
 
         // The same replica again: running already, return it; else start afresh.
-        if let Some(old) = std::fs::read_to_string(&record_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<ProcessRecord>(&t).ok())
+        if let Some(old) =
+            std::fs::read_to_string(&record_path).ok().and_then(|t| serde_json::from_str::<ProcessRecord>(&t).ok())
         {
             if Self::leader_alive(&old) && read_exit_file(&exit_path).is_none() {
                 return Ok(ReplicaHandle { runtime: Runtime::Process, id: old.pid.to_string() });
@@ -365,10 +354,8 @@ impl ProcessRuntime {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| AgentError::Spawn {
-            program: program.clone(),
-            message: e.to_string(),
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|e| AgentError::Spawn { program: program.clone(), message: e.to_string() })?;
         let pid = child.id().ok_or_else(|| AgentError::Spawn {
             program: program.clone(),
             message: "exited before its pid could be read".to_string(),
@@ -473,9 +460,7 @@ impl ProcessRuntime {
                     if Instant::now() >= deadline {
                         return Err(io_err(
                             &self.record_path(&Self::key_of(&record)),
-                            std::io::Error::other(format!(
-                                "processes {left:?} of group {pgid} survive SIGKILL"
-                            )),
+                            std::io::Error::other(format!("processes {left:?} of group {pgid} survive SIGKILL")),
                         ));
                     }
                     let _ = killpg(group, Signal::SIGKILL);
@@ -485,11 +470,7 @@ impl ProcessRuntime {
         }
         // Our own child: let the reaper record its exit so that observe says Exited at once.
         if let Some(mut rx) = self.child_state(record.pid) {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                rx.wait_for(|state| state.is_some()),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|state| state.is_some())).await;
         }
         Ok(())
     }

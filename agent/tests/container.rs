@@ -72,8 +72,15 @@ async fn env_working_dir_and_mounts() {
         Runtime::Container,
         dir.path(),
         &uid("env"),
-        &["sh", "-c", "echo \"var=$CAPSTAN_TEST_VAR rank=$RANK\"; pwd; cat /data/input.txt; echo written > /data/out.txt"],
+        &[
+            "sh",
+            "-c",
+            "echo \"var=$CAPSTAN_TEST_VAR rank=$RANK\"; pwd; cat /data/input.txt; echo written > /data/out.txt; \
+             echo mem=$(cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null)",
+        ],
     );
+    s.memory_bytes = Some(64 << 20);
+    s.cpu = Some(0.5);
     s.env = vec![("CAPSTAN_TEST_VAR".into(), "hello world".into()), ("RANK".into(), "2".into())];
     s.working_dir = Some("/tmp".into());
     s.mounts = vec![(shared.display().to_string(), "/data".into())];
@@ -84,6 +91,7 @@ async fn env_working_dir_and_mounts() {
     assert!(log.contains("/tmp\n"), "{log:?}");
     assert!(log.contains("from the host\n"), "{log:?}");
     assert_eq!(std::fs::read_to_string(shared.join("out.txt")).unwrap(), "written\n");
+    assert!(log.contains(&format!("mem={}\n", 64 << 20)), "memory limit: {log:?}");
     agent.cleanup(&handle).await.unwrap();
 }
 
@@ -96,7 +104,19 @@ async fn rendezvous_over_host_network() {
         listener.local_addr().unwrap().port()
     };
     let job = uid("rdzv");
-    let server = spec(Runtime::Container, dir.path(), &job, &["sh", "-c", &format!("nc -l -p {port}")]);
+    // Rank 0 listens; its handler logs what it read (stderr) and answers. (busybox nc quits
+    // as soon as its own input ends, hence -e for the server and a held-open input for the
+    // client.)
+    let server = spec(
+        Runtime::Container,
+        dir.path(),
+        &job,
+        &[
+            "sh",
+            "-c",
+            &format!("nc -l -p {port} -e sh -c 'read line; echo \"rank0 got $line\" >&2; echo \"ack $line\"'"),
+        ],
+    );
     let mut client = spec(
         Runtime::Container,
         dir.path(),
@@ -105,18 +125,19 @@ async fn rendezvous_over_host_network() {
             "sh",
             "-c",
             &format!(
-                "for i in $(seq 1 100); do (echo hello-rank-0; sleep 1) | nc 127.0.0.1 {port} && exit 0; sleep 0.2; done; exit 1"
+                "for i in $(seq 1 100); do (echo hello-from-rank-1; sleep 1) | nc 127.0.0.1 {port} 2>/dev/null && exit 0; sleep 0.2; done; exit 1"
             ),
         ],
     );
-    // (busybox nc may drop what it read when its input ends at once: keep it open a moment)
     client.index = 1;
     client.log_path = dir.path().join("logs").join("client.log");
     let hs = agent.start(&server).await.unwrap();
     let hc = agent.start(&client).await.unwrap();
     assert_eq!(wait_exit(&agent, &hc, T).await.0, 0, "client: {}", read_log(&client.log_path));
     assert_eq!(wait_exit(&agent, &hs, T).await.0, 0, "server: {}", read_log(&server.log_path));
-    assert!(read_log(&server.log_path).contains("hello-rank-0"), "{}", read_log(&server.log_path));
+    let (server_log, client_log) = (read_log(&server.log_path), read_log(&client.log_path));
+    assert!(server_log.contains("rank0 got hello-from-rank-1"), "{server_log:?}");
+    assert!(client_log.contains("ack hello-from-rank-1"), "{client_log:?}");
     agent.cleanup(&hs).await.unwrap();
     agent.cleanup(&hc).await.unwrap();
 }
@@ -163,12 +184,7 @@ async fn stop_lets_a_graceful_program_exit() {
 async fn list_finds_labelled_containers_and_adopts_logs() {
     let dir = tempfile::tempdir().unwrap();
     let job = uid("list");
-    let mut s = spec(
-        Runtime::Container,
-        dir.path(),
-        &job,
-        &["sh", "-c", "echo one; sleep 3; echo two"],
-    );
+    let mut s = spec(Runtime::Container, dir.path(), &job, &["sh", "-c", "echo one; sleep 3; echo two"]);
     s.index = 2;
     s.attempt = 1;
     // An earlier attempt's log stays in front.

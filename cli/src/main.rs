@@ -100,6 +100,32 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
     Crds,
+    /// Benchmarks that live with the code (results: BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The GPU scheduler on a generated cluster and workload (1-64 GPU gangs across queues
+    /// and cohorts), against a naive first-fit gang baseline; prints one JSON line.
+    Scheduler {
+        /// Nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: u32,
+        /// GPUs per node.
+        #[arg(long, default_value_t = 8)]
+        gpus_per_node: u32,
+        /// Pending gangs.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: u32,
+        /// Queues (in cohorts of four).
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -151,6 +177,14 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Delete { kind, name, files, namespace, wait } => {
             delete(&client, kind, name, &files, &namespace, wait).await
+        }
+        Command::Bench(BenchCommand::Scheduler { nodes, gpus_per_node, jobs, queues, seed }) => {
+            if nodes == 0 || gpus_per_node == 0 || queues == 0 {
+                bail!("--nodes, --gpus-per-node and --queues must be at least 1");
+            }
+            let cfg = capstan_scheduler::bench::BenchConfig { nodes, gpus_per_node, jobs, queues, seed };
+            println!("{}", serde_json::to_string(&capstan_scheduler::bench::run(cfg))?);
+            Ok(0)
         }
         Command::Crds => {
             for crd in capstan_crds::crds() {

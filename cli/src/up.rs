@@ -11,6 +11,9 @@ use capstan_controller::standalone;
 use capstan_server::{app, auth, AppState};
 use capstan_store::Store;
 use clap::Args;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::{watch, Notify};
 
 /// Options of `capstan up`.
@@ -77,8 +80,13 @@ async fn prepare(args: &ServerArgs) -> Result<Prepared> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = Store::open_sqlite(&data_dir.join("capstan.db")).await.context("opening the database")?;
     let token_sha256 = token_hash(&data_dir, &args.listen)?;
-    let state =
-        AppState { store: store.clone(), data_dir: data_dir.clone(), wake: Arc::new(Notify::new()), token_sha256 };
+    let state = AppState {
+        store: store.clone(),
+        data_dir: data_dir.clone(),
+        wake: Arc::new(Notify::new()),
+        token_sha256,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
     Ok(Prepared { store, data_dir, listener, state })
 }
 
@@ -99,15 +107,27 @@ fn url_of(addr: SocketAddr) -> String {
 pub async fn server(args: ServerArgs) -> Result<i32> {
     let p = prepare(&args).await?;
     let addr = p.listener.local_addr()?;
+    p.state.ready.store(true, Ordering::Release);
     println!("Capstan server is up at {}", url_of(addr));
     axum::serve(p.listener, app(p.state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(0)
 }
 
-/// `capstan up`.
+/// `capstan up`: serve at once (`/healthz`), then connect the agent to the container
+/// engine and start the controller (`/readyz` turns 200 then).
 pub async fn up(args: UpArgs) -> Result<i32> {
     let p = prepare(&args.server).await?;
     let addr = p.listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        axum::serve(p.listener, app(p.state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    println!("Capstan is up at {}", url_of(addr));
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -127,12 +147,12 @@ pub async fn up(args: UpArgs) -> Result<i32> {
         tracking_uri: url_of(tracking_host),
         wake: p.state.wake.clone(),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
     let controller = tokio::spawn(standalone::run(ctx, stop_rx));
-    println!("Capstan is up at {}", url_of(addr));
-    axum::serve(p.listener, app(p.state)).with_graceful_shutdown(shutdown_signal()).await?;
+    p.state.ready.store(true, Ordering::Release);
+    shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = controller.await;
+    server.await??;
     println!("Capstan stopped. Replicas still running keep running and are adopted by the next `capstan up`.");
     Ok(0)
 }

@@ -3,6 +3,7 @@
 //! [`mapping`] translates between the TrainingJob resource and `capstan_core`'s values.
 
 pub mod mapping;
+pub mod scheduling;
 pub mod standalone;
 
 /// Errors of a reconcile pass.

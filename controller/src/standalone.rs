@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use capstan_agent::{Agent, FoundReplica, Observation, ReplicaHandle, ReplicaSpec};
 use capstan_core::env::{self, ReplicaEnvInput};
-use capstan_core::fifo::{self, Decision, GangRequest, NodeFree};
 use capstan_core::lifecycle::{self, Action, EventType, Observed, PassInput, Phase, ReplicaObs};
+use capstan_crds::queue::{QueueSpec, QueueStatus};
 use capstan_crds::trainingjob::{Launcher, Rendezvous, ResumePolicy, Runtime, TrainingJobSpec, TrainingJobStatus};
 use capstan_store::{Store, StoredResource};
 use tokio::sync::{watch, Notify};
 
 use crate::mapping;
+use crate::scheduling::{self, JobDecision, JobView, LocalNode};
 use crate::Error;
 
 /// Kind name of TrainingJobs in the store.
@@ -101,14 +102,28 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
         }
     }
 
-    // Admission: FIFO over pending jobs, onto GPUs not held by admitted unfinished jobs.
+    // Admission, preemption and queue positions: one scheduler pass over the snapshot.
     let mut parsed: Vec<(StoredResource, Option<TrainingJobSpec>, TrainingJobStatus)> = Vec::new();
     for j in jobs {
         let spec = serde_json::from_value::<TrainingJobSpec>(j.spec.clone()).ok();
         let status = serde_json::from_value::<TrainingJobStatus>(j.status.clone()).unwrap_or_default();
         parsed.push((j, spec, status));
     }
-    let decisions = admit(ctx, &parsed);
+    let queues: Vec<(String, QueueSpec)> = ctx
+        .store
+        .list_resources("Queue", None)
+        .await?
+        .into_iter()
+        .filter_map(|q| serde_json::from_value::<QueueSpec>(q.spec.clone()).ok().map(|s| (q.name, s)))
+        .collect();
+    let node = local_node(ctx);
+    let decisions = {
+        let views: Vec<JobView> = parsed
+            .iter()
+            .filter_map(|(job, spec, status)| spec.as_ref().map(|spec| JobView { job, spec, status }))
+            .collect();
+        scheduling::decide(&scheduling::snapshot(&node, &queues, &views, now()))
+    };
 
     for (job, spec, status) in parsed {
         let Some(spec) = spec else {
@@ -122,36 +137,35 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
             let _ = ctx.store.add_event(&job.uid, "Warning", "ReconcileError", &e.to_string()).await;
         }
     }
-    Ok(())
+    write_queue_statuses(ctx, &node).await
 }
 
-fn admit(
-    ctx: &Context,
-    jobs: &[(StoredResource, Option<TrainingJobSpec>, TrainingJobStatus)],
-) -> HashMap<String, Decision> {
-    let node = ctx.agent.node_name().to_string();
-    let mut free: Vec<u32> = ctx.agent.gpus().iter().map(|g| g.index).collect();
-    let mut queue = Vec::new();
-    for (j, spec, status) in jobs {
-        let Some(spec) = spec else { continue };
-        let phase = mapping::gang_state(status).phase;
-        let holds = matches!(phase, Phase::Starting | Phase::Running | Phase::Restarting);
-        if holds {
-            for r in &status.replica_statuses {
-                free.retain(|g| !r.gpus.contains(g));
-            }
-        } else if matches!(phase, Phase::Pending | Phase::Suspended)
-            && j.deletion_timestamp.is_none()
-            && !spec.run_policy.suspended()
-        {
-            queue.push(GangRequest {
-                id: j.uid.clone(),
-                replicas: spec.replicas,
-                gpus_per_replica: spec.gpus_per_replica.unwrap_or(0),
-            });
+fn local_node(ctx: &Context) -> LocalNode {
+    let gpus = ctx.agent.gpus().iter().map(|g| (g.index, g.product.clone(), g.memory_mib)).collect();
+    LocalNode::probe(ctx.agent.node_name().to_string(), gpus)
+}
+
+/// Write each Queue's usage, pending and admitted counts (only when they changed).
+async fn write_queue_statuses(ctx: &Context, node: &LocalNode) -> Result<(), Error> {
+    let jobs = ctx.store.list_resources(KIND, None).await?;
+    let parsed: Vec<(StoredResource, TrainingJobSpec, TrainingJobStatus)> = jobs
+        .into_iter()
+        .filter_map(|j| {
+            let spec = serde_json::from_value::<TrainingJobSpec>(j.spec.clone()).ok()?;
+            let status = serde_json::from_value::<TrainingJobStatus>(j.status.clone()).unwrap_or_default();
+            Some((j, spec, status))
+        })
+        .collect();
+    let views: Vec<JobView> = parsed.iter().map(|(job, spec, status)| JobView { job, spec, status }).collect();
+    for q in ctx.store.list_resources("Queue", None).await? {
+        let previous = serde_json::from_value::<QueueStatus>(q.status.clone()).unwrap_or_default();
+        let status = scheduling::queue_status(&q.name, node, &views, &previous);
+        let value = serde_json::to_value(&status)?;
+        if value != q.status {
+            ctx.store.set_status(&q.uid, &value).await?;
         }
     }
-    fifo::admit(&[NodeFree { name: node, free_gpus: free }], &queue).into_iter().collect()
+    Ok(())
 }
 
 /// One pass for one job.
@@ -161,7 +175,7 @@ pub async fn reconcile(
     spec: &TrainingJobSpec,
     mut status: TrainingJobStatus,
     found: Vec<(FoundReplica, ReplicaObs)>,
-    decision: Option<Decision>,
+    decision: Option<JobDecision>,
 ) -> Result<(), Error> {
     let now = now();
     let gspec = mapping::gang_spec(spec);
@@ -170,20 +184,22 @@ pub async fn reconcile(
         found.iter().map(|(f, o)| Observed { index: f.index, attempt: f.attempt, state: o.clone() }).collect();
     let handles: HashMap<(u32, u32), ReplicaHandle> =
         found.iter().map(|(f, _)| ((f.attempt, f.index), f.handle.clone())).collect();
-    let (admission, pending_reason) = match decision {
-        Some(Decision::Admit(slots)) => (Some(slots), None),
-        Some(Decision::Pending { reason, position }) => {
+    let (admission, pending_reason, evict) = match decision {
+        Some(JobDecision::Admit(slots)) => (Some(slots), None, None),
+        Some(JobDecision::Pending { reason, position }) => {
             status.queue_position = Some(position);
-            (None, Some(reason))
+            (None, Some(reason), None)
         }
-        None => (None, None),
+        Some(JobDecision::Evict(e)) => (None, None, Some(e)),
+        None => (None, None, None),
     };
     let input = PassInput {
         observed: observed.clone(),
         admission,
         pending_reason,
-        evict: None,
+        evict,
         deleting: job.deletion_timestamp.is_some(),
+        authoritative: true,
         now,
     };
     let mut plan = lifecycle::plan(&gspec, &prev, &input);

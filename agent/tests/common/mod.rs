@@ -11,10 +11,7 @@ pub const IMAGE: &str = "localhost/capstan-busybox:1";
 
 /// A unique job UID for a test.
 pub fn uid(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{test}-{}-{nanos:x}", std::process::id())
 }
 

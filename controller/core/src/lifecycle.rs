@@ -175,6 +175,11 @@ pub struct PassInput {
     pub evict: Option<Eviction>,
     /// Deletion was asked for.
     pub deleting: bool,
+    /// The observations are complete and current: a replica absent from them does not
+    /// exist. True for the standalone agent, which records a replica before `start` returns;
+    /// false for a backend whose view may lag (a Kubernetes informer cache), where a replica
+    /// not yet seen during Starting is waited for.
+    pub authoritative: bool,
     /// Now.
     pub now: Time,
 }
@@ -443,7 +448,7 @@ pub fn plan(spec: &GangSpec, prev: &GangState, input: &PassInput) -> Plan {
         }
         Phase::Starting | Phase::Running => {
             let stale_running = !running(&stale).is_empty();
-            return step_running(s, spec, &current, stale_running, now, actions);
+            return step_running(s, spec, &current, stale_running, input.authoritative, now, actions);
         }
         Phase::Succeeded | Phase::Failed => unreachable!("finished phases returned above"),
     }
@@ -455,6 +460,7 @@ fn step_running(
     spec: &GangSpec,
     current: &[&Observed],
     stale_running: bool,
+    authoritative: bool,
     now: Time,
     mut actions: Vec<Action>,
 ) -> Plan {
@@ -469,10 +475,14 @@ fn step_running(
         })
         .collect();
     let failure = failures.iter().find(|f| is_permanent(spec.restart, f.1)).or(failures.first()).cloned();
-    // Once Running, a replica unknown to the agent also counts as lost (the launcher too:
-    // the gang only reaches Running after the launcher was observed).
-    let lost = if failure.is_none() && s.phase == Phase::Running {
-        (0..spec.replicas).find(|&i| by_index(i).is_none())
+    // A replica the backend does not know counts as lost once Running, and already during
+    // Starting when the observations are authoritative: every replica of the attempt was
+    // started by the pass that entered Starting, so absence means it vanished. The one
+    // exception is a WorkersFirst launcher during Starting, started only once its workers run.
+    let launcher_may_be_unstarted =
+        s.phase == Phase::Starting && spec.start_order == StartOrder::WorkersFirst && spec.replicas > 1;
+    let lost = if failure.is_none() && (s.phase == Phase::Running || authoritative) {
+        (0..spec.replicas).find(|&i| by_index(i).is_none() && !(i == 0 && launcher_may_be_unstarted))
     } else {
         None
     };

@@ -586,6 +586,7 @@ fn scenarios() {
             pending_reason: Some("needs 24 GPUs; 8 free now".into()),
             evict: c.evict.then(evict),
             deleting: c.deleting,
+            authoritative: false,
             now: c.now,
         };
         let p = plan(&spec, &c.prev, &input);
@@ -832,4 +833,22 @@ fn sim_eviction_then_deadline_while_pending() {
     sim.run_until(50, Sim::settled);
     assert_eq!((sim.state.phase, sim.state.reason.as_str()), (Phase::Failed, "DeadlineExceeded"));
     assert_eq!((sim.state.restarts, sim.state.uncounted_restarts), (0, 1));
+}
+
+/// With authoritative observations (the standalone agent), a replica missing during
+/// Starting vanished: it is a failure under the run policy, not something to wait for.
+#[test]
+fn authoritative_observations_count_a_missing_starting_replica_as_lost() {
+    use capstan_core::lifecycle::{plan, GangState, Observed, PassInput, Phase, ReplicaObs};
+    let spec = spec();
+    let prev = GangState { phase: Phase::Starting, attempt: 1, ..GangState::default() };
+    let observed: Vec<Observed> =
+        (1..spec.replicas).map(|i| Observed { index: i, attempt: 1, state: ReplicaObs::Running }).collect();
+    let lagging = PassInput { observed: observed.clone(), now: 10, ..PassInput::default() };
+    assert_eq!(plan(&spec, &prev, &lagging).state.phase, Phase::Starting, "a lagging view waits");
+    let complete = PassInput { observed, now: 10, authoritative: true, ..PassInput::default() };
+    let p = plan(&spec, &prev, &complete);
+    assert_eq!(p.state.phase, Phase::Restarting);
+    assert_eq!(p.state.restarts, 1);
+    assert!(p.state.message.contains("replica 0 was lost"), "{}", p.state.message);
 }

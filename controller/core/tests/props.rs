@@ -1,11 +1,9 @@
-//! Properties of `lifecycle::plan` over random specs and random histories, and of
-//! `fifo::admit` over random nodes and queues.
+//! Properties of `lifecycle::plan` over random specs and random histories.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use capstan_core::fifo::{admit, Decision, GangRequest, NodeFree};
 use capstan_core::lifecycle::{
     plan, Action, GangSpec, GangState, Observed, PassInput, ReplicaObs, RestartRule, StartOrder, SuccessRule,
 };
@@ -169,6 +167,7 @@ fn drive(mut spec: GangSpec, steps: &[Step]) -> Result<(), TestCaseError> {
             pending_reason: Some("queued".into()),
             evict: step.evict.then(evict),
             deleting,
+            authoritative: false,
             now,
         };
         let p = plan(&spec, &state, &input);
@@ -284,6 +283,8 @@ proptest! {
             pending_reason: None,
             evict: step.evict.then(evict),
             deleting: step.deleting,
+            // Both kinds of backend: the properties hold whether or not the view is complete.
+            authoritative: step.dt % 2 == 0,
             now: 2000 + step.dt,
         };
         let p = plan(&spec, &prev, &input);
@@ -305,7 +306,7 @@ proptest! {
                 admission: Some(slots(spec.replicas as usize)),
                 pending_reason: None,
                 evict: None,
-                deleting: false,
+                deleting: false, authoritative: false,
                 now: 1000 + n as i64,
             };
             let with = plan(&spec, &state, &PassInput { evict: Some(evict()), ..input.clone() });
@@ -337,103 +338,4 @@ proptest! {
             state = p.state;
         }
     }
-}
-
-// --- fifo::admit ---
-
-fn arb_nodes() -> impl Strategy<Value = Vec<NodeFree>> {
-    // Free GPUs as a set, listed in any order.
-    let free =
-        prop::collection::btree_set(0u32..8, 0..=8).prop_map(|s| s.into_iter().collect::<Vec<u32>>()).prop_shuffle();
-    prop::collection::vec(free, 0..4).prop_map(|v| {
-        v.into_iter().enumerate().map(|(i, free_gpus)| NodeFree { name: format!("n{i}"), free_gpus }).collect()
-    })
-}
-
-fn arb_queue() -> impl Strategy<Value = Vec<GangRequest>> {
-    prop::collection::vec((0u32..5, 0u32..5), 0..7).prop_map(|v| {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, (replicas, gpus_per_replica))| GangRequest { id: format!("g{i}"), replicas, gpus_per_replica })
-            .collect()
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-    #[test]
-    fn fifo_admission(nodes in arb_nodes(), queue in arb_queue()) {
-        let out = admit(&nodes, &queue);
-        prop_assert_eq!(out.len(), queue.len());
-        let free: BTreeMap<&str, BTreeSet<u32>> =
-            nodes.iter().map(|n| (n.name.as_str(), n.free_gpus.iter().copied().collect())).collect();
-        // What is still free after the gangs admitted so far, to check Pending is right.
-        let mut left = free.clone();
-        let mut given: BTreeSet<(String, u32)> = BTreeSet::new();
-        let mut blocked = false;
-        let mut position = 0;
-        for ((id, d), g) in out.iter().zip(&queue) {
-            prop_assert_eq!(id, &g.id, "order kept");
-            match d {
-                Decision::Admit(slots) => {
-                    prop_assert!(!blocked, "{} admitted after an earlier gang stayed pending", id);
-                    prop_assert_eq!(slots.len(), g.replicas as usize, "all or nothing");
-                    for s in slots {
-                        prop_assert_eq!(s.gpus.len(), g.gpus_per_replica as usize);
-                        let node = free.get(s.node.as_str());
-                        prop_assert!(node.is_some(), "unknown node {}", s.node);
-                        for &gpu in &s.gpus {
-                            prop_assert!(node.unwrap().contains(&gpu), "GPU {} of {} was not free", gpu, s.node);
-                            prop_assert!(given.insert((s.node.clone(), gpu)), "GPU {} of {} given twice", gpu, s.node);
-                            left.get_mut(s.node.as_str()).unwrap().remove(&gpu);
-                        }
-                    }
-                }
-                Decision::Pending { position: p, .. } => {
-                    position += 1;
-                    prop_assert_eq!(*p, position, "queue positions count up from 1");
-                    if !blocked {
-                        // The head of the line really does not fit in what is left.
-                        let fits = if g.gpus_per_replica == 0 {
-                            g.replicas == 0 || !left.is_empty()
-                        } else {
-                            left.values().map(|s| s.len() as u32 / g.gpus_per_replica).sum::<u32>() >= g.replicas
-                        };
-                        prop_assert!(!fits, "{} pending although it fits", id);
-                    }
-                    blocked = true;
-                }
-            }
-        }
-    }
-}
-
-#[test]
-fn fifo_huge_requests_stay_pending_without_overflow() {
-    let nodes = vec![NodeFree { name: "n0".into(), free_gpus: (0..8).collect() }];
-    let queue = vec![
-        GangRequest { id: "huge".into(), replicas: u32::MAX, gpus_per_replica: u32::MAX },
-        GangRequest { id: "many".into(), replicas: u32::MAX, gpus_per_replica: 1 },
-    ];
-    let out = admit(&nodes, &queue);
-    assert!(
-        matches!(&out[0].1, Decision::Pending { position: 1, reason } if reason.contains("this node has 8")),
-        "{out:?}"
-    );
-    assert!(matches!(&out[1].1, Decision::Pending { position: 2, .. }));
-}
-
-#[test]
-fn fifo_blocks_smaller_gangs_behind_the_head() {
-    let nodes = vec![NodeFree { name: "n0".into(), free_gpus: vec![3, 1, 0, 2] }];
-    let queue = vec![
-        GangRequest { id: "a".into(), replicas: 1, gpus_per_replica: 2 },
-        GangRequest { id: "b".into(), replicas: 2, gpus_per_replica: 2 },
-        GangRequest { id: "c".into(), replicas: 1, gpus_per_replica: 1 },
-    ];
-    let out = admit(&nodes, &queue);
-    assert_eq!(out[0].1, Decision::Admit(vec![capstan_core::Slot { node: "n0".into(), gpus: vec![0, 1] }]));
-    assert!(matches!(&out[1].1, Decision::Pending { position: 1, reason } if reason.contains("2 free now")));
-    assert!(matches!(&out[2].1, Decision::Pending { position: 2, reason } if reason.contains("behind b")));
 }

@@ -158,11 +158,15 @@ pub fn docker_socket_or_fail() -> String {
     }
 }
 
-/// Runs the podman CLI (with the caller's CONTAINERS_CONF, as set by podman-setup.sh).
+/// Runs the podman CLI as a client of the very service `capstan up` is given
+/// (`podman --url unix://$CAPSTAN_DOCKER_SOCKET ...`), so that it sees the same containers
+/// whatever storage that service uses.
 pub fn podman(args: &[&str]) -> CliOut {
+    let socket = docker_socket_or_fail();
+    let url = if socket.contains("://") { socket.clone() } else { format!("unix://{socket}") };
     let mut cmd = Command::new("podman");
-    cmd.args(args);
-    run_bounded(cmd, Duration::from_secs(60), &format!("podman {}", args.join(" ")))
+    cmd.arg("--url").arg(&url).args(args);
+    run_bounded(cmd, Duration::from_secs(60), &format!("podman --url {url} {}", args.join(" ")))
 }
 
 /// IDs of the *running* containers labelled with this job uid.
@@ -260,6 +264,8 @@ pub fn condition<'a>(job: &'a Value, type_: &str) -> Option<&'a Value> {
 #[derive(Debug, Clone, Default)]
 struct Options {
     docker_socket: Option<String>,
+    /// `--simulate-gpus` for the embedded agent.
+    simulate_gpus: Option<String>,
 }
 
 /// One `capstan up` with its own data directory; it can be stopped and started again on
@@ -288,7 +294,12 @@ impl Capstan {
     /// `capstan up --docker-socket $CAPSTAN_DOCKER_SOCKET`; fails when it is not set.
     pub fn start_with_containers() -> Capstan {
         let socket = docker_socket_or_fail();
-        Self::launch(Options { docker_socket: Some(socket) })
+        Self::launch(Options { docker_socket: Some(socket), ..Options::default() })
+    }
+
+    /// `capstan up --simulate-gpus SPEC` with only the process runtime.
+    pub fn start_with_gpus(spec: &str) -> Capstan {
+        Self::launch(Options { simulate_gpus: Some(spec.to_string()), ..Options::default() })
     }
 
     fn launch(opts: Options) -> Capstan {
@@ -337,6 +348,9 @@ impl Capstan {
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(log_err));
+            if let Some(g) = &self.opts.simulate_gpus {
+                cmd.arg("--simulate-gpus").arg(g);
+            }
             match &self.opts.docker_socket {
                 Some(s) => {
                     cmd.arg("--docker-socket").arg(s);
@@ -360,7 +374,10 @@ impl Capstan {
                     if exited && log.lines().rev().take(20).any(|l| l.contains("Address already in use")) {
                         continue; // lost the port race: another port
                     }
-                    panic!("capstan up did not become healthy at {} (start #{}); its log:\n{log}", self.url, self.starts);
+                    panic!(
+                        "capstan up did not become healthy at {} (start #{}); its log:\n{log}",
+                        self.url, self.starts
+                    );
                 }
             }
         }
@@ -495,7 +512,8 @@ impl Capstan {
         let r = self.http.get(format!("{}{path}", self.url)).send().unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = r.status().as_u16();
         let bytes = r.bytes().unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, body)
     }
 
@@ -510,7 +528,8 @@ impl Capstan {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = r.status().as_u16();
         let bytes = r.bytes().unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, body)
     }
 
@@ -570,7 +589,9 @@ impl Capstan {
     /// Waits until the job is finished (Succeeded or Failed) and returns it.
     #[track_caller]
     pub fn wait_finished(&self, name: &str) -> Value {
-        self.wait_job(name, JOB_TIMEOUT, "finished (Succeeded or Failed)", |j| matches!(phase(j), "Succeeded" | "Failed"))
+        self.wait_job(name, JOB_TIMEOUT, "finished (Succeeded or Failed)", |j| {
+            matches!(phase(j), "Succeeded" | "Failed")
+        })
     }
 
     /// Waits until GET of the job answers 404.
@@ -581,7 +602,11 @@ impl Capstan {
             match self.job(name) {
                 None => return,
                 Some(j) if Instant::now() > deadline => {
-                    panic!("job {name} still exists after {timeout:?}:\n{}\n--- log:\n{}", serde_json::to_string_pretty(&j).unwrap(), self.log_tail(60))
+                    panic!(
+                        "job {name} still exists after {timeout:?}:\n{}\n--- log:\n{}",
+                        serde_json::to_string_pretty(&j).unwrap(),
+                        self.log_tail(60)
+                    )
                 }
                 Some(_) => std::thread::sleep(POLL),
             }

@@ -96,7 +96,11 @@ fn rendezvous_process() {
     }
     assert_rendezvous_logs(&capstan, &name);
     assert_tracking_run_finished(&capstan, &j, &name);
-    assert!(job_procs(&name).is_empty(), "processes of the finished job remain:\n{}", describe_procs(&job_procs(&name)));
+    assert!(
+        job_procs(&name).is_empty(),
+        "processes of the finished job remain:\n{}",
+        describe_procs(&job_procs(&name))
+    );
 }
 
 // 2 ---------------------------------------------------------------------------------------
@@ -163,7 +167,12 @@ fn exit_code_policy() {
         &["/bin/sh", "-c", "if [ \"$RANK\" = 1 ]; then exit 3; fi; sleep 600"],
         "restartPolicy: ExitCode\nbackoffLimit: 3",
     ));
-    capstan.apply(&process_job(&retryable, 1, &["/bin/sh", "-c", "exit 130"], "restartPolicy: ExitCode\nbackoffLimit: 1"));
+    capstan.apply(&process_job(
+        &retryable,
+        1,
+        &["/bin/sh", "-c", "exit 130"],
+        "restartPolicy: ExitCode\nbackoffLimit: 1",
+    ));
 
     let j = capstan.wait_finished(&permanent);
     assert_phase(&j, "Failed");
@@ -173,7 +182,11 @@ fn exit_code_policy() {
     let c = true_condition(&j, "Failed");
     assert_eq!(c["reason"], "PermanentExitCode", "{c}");
     // The other replica (sleeping) was stopped.
-    assert!(job_procs(&permanent).is_empty(), "processes of the failed job remain:\n{}", describe_procs(&job_procs(&permanent)));
+    assert!(
+        job_procs(&permanent).is_empty(),
+        "processes of the failed job remain:\n{}",
+        describe_procs(&job_procs(&permanent))
+    );
 
     let j = capstan.wait_finished(&retryable);
     assert_phase(&j, "Failed");
@@ -273,7 +286,9 @@ fn restart_keeps_history() {
     assert_eq!(code, Some(0), "capstan up did not exit 0 on SIGTERM; log:\n{}", capstan.log_tail(40));
     capstan.restart();
 
-    let after = capstan.job(&name).unwrap_or_else(|| panic!("job {name} is gone after a restart; log:\n{}", capstan.log_tail(40)));
+    let after = capstan
+        .job(&name)
+        .unwrap_or_else(|| panic!("job {name} is gone after a restart; log:\n{}", capstan.log_tail(40)));
     assert_phase(&after, "Succeeded");
     assert_eq!(uid(&after), uid(&before), "the job's uid changed across a restart");
     // A few controller passes later it has not run again.
@@ -367,7 +382,13 @@ fn names(capstan: &Capstan) -> (Vec<String>, Vec<String>) {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|i| format!("{}/{}", i["metadata"]["uid"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")))
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["metadata"]["uid"].as_str().unwrap_or(""),
+                    i["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         v.sort();
         v
@@ -484,7 +505,8 @@ fn cli_get_table() {
     assert_eq!(&row[1..5], ["default", "Succeeded", "2", "0"], "row: {row:?}\n{}", out.stdout);
 
     let out = capstan.cli(&["get", "trainingjobs", "-o", "json"]).ok();
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("-o json does not parse ({e}):\n{}", out.stdout));
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("-o json does not parse ({e}):\n{}", out.stdout));
     assert!(
         v["items"].as_array().into_iter().flatten().any(|i| i["metadata"]["name"] == name.as_str()),
         "-o json lacks {name}: {v}"
@@ -499,4 +521,38 @@ fn cli_get_table() {
     let out = capstan.cli(&["get", "trainingjobs", "-o", "yaml"]).ok();
     assert!(out.stdout.contains("kind: TrainingJob"), "list -o yaml:\n{}", out.stdout);
     assert!(out.stdout.contains(&format!("name: {name}")), "list -o yaml lacks the job:\n{}", out.stdout);
+}
+
+// Beyond the list -------------------------------------------------------------------------
+
+/// Two `capstan up` on one machine share the container engine (say, a developer's instance
+/// and the test suite's): neither may stop or remove the other's containers as "replicas of
+/// a job that no longer exists".
+#[test]
+fn two_instances_share_an_engine() {
+    let a = Capstan::start_with_containers();
+    let b = Capstan::start_with_containers();
+    let name = unique_name("shared-engine");
+    let yaml = format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: {name}\nspec:\n  image: localhost/capstan-busybox:1\n  replicas: 2\n  command: [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; sleep 1000 & wait\"]\n"
+    );
+    b.apply(&yaml);
+    let j = b.wait_phase(&name, "Running");
+    let uid = uid(&j);
+    assert_eq!(running_containers_of(&uid).len(), 2, "B's containers are not running");
+    // A knows nothing of B's job: give its controller a few passes (one a second).
+    assert!(a.job(&name).is_none());
+    std::thread::sleep(Duration::from_secs(4));
+    let running = running_containers_of(&uid);
+    assert_eq!(
+        running.len(),
+        2,
+        "another capstan up on the same engine stopped B's containers; A's log:\n{}",
+        a.log_tail(20)
+    );
+    let j = b.job(&name).expect("job");
+    assert_phase(&j, "Running");
+    assert_eq!(j["status"]["restarts"], 0, "{j}");
+    b.cli_timeout(&["delete", "tj", &name, "--wait"], Duration::from_secs(150)).ok();
+    assert!(running_containers_of(&uid).is_empty());
 }

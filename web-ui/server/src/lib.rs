@@ -35,6 +35,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// SHA-256 (hex) of the API token; None: no auth (loopback only).
     pub token_sha256: Option<String>,
+    /// True once the controller and agent run (`/readyz`); `/healthz` only says the server lives.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An API error: a status code and a JSON body `{"error": message, ...details}`.
@@ -87,6 +89,14 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> (StatusCode, &'static str) {
+    if st.ready.load(std::sync::atomic::Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting: the controller and agent are not running yet")
+    }
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
@@ -96,8 +106,10 @@ pub fn app(state: AppState) -> Router {
     let api = resources::router()
         .merge(mlflow::router(state.store.clone()).with_state(()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let probes = Router::new().route("/readyz", get(readyz)).with_state(state.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(probes)
         .merge(api.with_state(state.clone()))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -191,7 +191,15 @@ impl Sim {
     pub fn pass(&mut self, evict: Option<Eviction>, deleting: bool) -> Plan {
         let observed = self.observed();
         let admission = (self.admit && self.state.phase == Phase::Pending).then(|| slots(self.spec.replicas as usize));
-        let input = PassInput { observed, admission, pending_reason: None, evict, deleting, now: self.now };
+        let input = PassInput {
+            observed,
+            admission,
+            pending_reason: None,
+            evict,
+            deleting,
+            authoritative: false,
+            now: self.now,
+        };
         let p = plan(&self.spec, &self.state, &input);
         check_pass(&self.spec, &self.state, &input, &p, &format!("pass {}", self.passes));
         assert_eq!(p, plan(&self.spec, &self.state, &input), "plan is not deterministic");
