@@ -1213,6 +1213,11 @@ fn check_schema(schema: &Value, value: &mut Value, path: &str, errors: &mut Erro
             if let Some(max) = bound(schema, "maxLength").filter(|&m| len > m) {
                 errors.push(path, format!("must be at most {} characters long", format_bound(max)));
             }
+            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+                if !matches_pattern(pattern, s) {
+                    errors.push(path, format!("{} must match the pattern {pattern}", describe(value)));
+                }
+            }
         }
         Value::Array(items) => {
             let len = items.len() as f64;
@@ -1327,4 +1332,18 @@ fn check_object(schema: &Value, map: &mut Map<String, Value>, path: &str, errors
             }
         }
     }
+}
+
+/// Whether `s` matches an OpenAPI `pattern` (an ECMA-262 regex; the schemas' patterns use
+/// only the subset Rust's `regex` shares with it). Compiled once per pattern and thread.
+fn matches_pattern(pattern: &str, s: &str) -> bool {
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<String, Option<regex::Regex>>> = std::cell::RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let re = cache.entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).ok());
+        // A pattern Rust cannot compile is the schema's bug, not the user's: accept the value.
+        re.as_ref().is_none_or(|re| re.is_match(s))
+    })
 }

@@ -27,6 +27,7 @@ use crate::common::Condition;
 pub struct QueueSpec {
     /// GPU quota, one entry per GPU product. Product `*` matches any product.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.product == a.product))").message("each product may appear once in quotas"))]
     pub quotas: Vec<GpuQuota>,
 
@@ -51,6 +52,7 @@ pub struct QueueSpec {
 #[x_kube(validation = Rule::new("!has(self.lendingLimit) || self.lendingLimit <= self.nominal").message("lendingLimit cannot exceed nominal").field_path(".lendingLimit"))]
 pub struct GpuQuota {
     /// GPU product (as in the `nvidia.com/gpu.product` label), or `*` for any.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("size(self) > 0").message("product must not be empty"))]
     pub product: String,
     /// GPUs this queue owns.

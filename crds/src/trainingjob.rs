@@ -78,6 +78,7 @@ pub struct TrainingJobSpec {
     /// Extra environment for every replica. The rendezvous names (MASTER_ADDR, RANK, PET_*,
     /// CUDA_VISIBLE_DEVICES, MLFLOW_RUN_ID, ...) are reserved and rejected here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.all(e, !(e.name in ['MASTER_ADDR','MASTER_PORT','WORLD_SIZE','RANK','NODE_RANK','LOCAL_WORLD_SIZE','PET_NNODES','PET_NPROC_PER_NODE','PET_NODE_RANK','PET_MASTER_ADDR','PET_MASTER_PORT','CUDA_VISIBLE_DEVICES','MLFLOW_TRACKING_URI','MLFLOW_RUN_ID','CAPSTAN_JOB_NAME','CAPSTAN_REPLICA_INDEX','CAPSTAN_HOSTFILE']))").message("env sets a reserved name: Capstan sets the rendezvous variables itself"))]
     pub env: Vec<EnvVar>,
 
@@ -284,6 +285,7 @@ impl RunPolicy {
 pub struct Checkpoint {
     /// Object-store URI checkpoints are written under (s3://, gs://, az://, file://).
     /// Exported to replicas as CAPSTAN_CHECKPOINT_URI.
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(s3|gs|az|file)://.+')").message("uri must start with s3://, gs://, az:// or file://"))]
     pub uri: String,
     /// On a restart or after preemption: `latest` resumes from the newest checkpoint

@@ -270,11 +270,11 @@ fn reserved_env_name_names_its_index() {
 }
 
 #[test]
-fn env_name_cel_rule() {
+fn env_name_schema_pattern() {
     let e = one_error(&job("  image: busybox\n  env:\n    - name: 1BAD\n"));
     assert_eq!(e.path, "spec.env[0].name");
     assert_eq!(e.line, Some(8));
-    assert_eq!(e.message, "env name must be letters, digits and _, not starting with a digit");
+    assert_eq!(e.message, "a string (\"1BAD\") must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$");
 }
 
 #[test]
@@ -708,4 +708,27 @@ proptest! {
 fn max_constants_are_public() {
     assert_eq!(manifest::MAX_DEPTH, 64);
     assert_eq!(manifest::MAX_NODES, 1_000_000);
+}
+
+/// The schema's `pattern` and length bounds are checked client-side, as the API server
+/// checks them (`spec.env[i].name` must look like a shell variable name).
+#[test]
+fn env_name_pattern_and_bounds() {
+    let text = "apiVersion: capstan.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: j\nspec:\n  image: x\n  env:\n    - name: OK_1\n    - name: 1BAD\n";
+    let errors = match load(text.as_bytes()) {
+        Err(ManifestError::Invalid(e)) => e,
+        other => panic!("expected field errors, got {other:?}"),
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "spec.env[1].name");
+    assert_eq!(errors[0].line, Some(9));
+    assert!(errors[0].message.contains("pattern"), "{}", errors[0].message);
+
+    let long = format!("apiVersion: capstan.dev/v1alpha1\nkind: Queue\nmetadata:\n  name: q\nspec:\n  quotas:\n    - product: {}\n      nominal: 1\n", "p".repeat(129));
+    let errors = match load(long.as_bytes()) {
+        Err(ManifestError::Invalid(e)) => e,
+        other => panic!("expected field errors, got {other:?}"),
+    };
+    assert_eq!(errors[0].path, "spec.quotas[0].product");
+    assert!(errors[0].message.contains("at most 128"), "{}", errors[0].message);
 }
