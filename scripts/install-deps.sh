@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian (bookworm) machine, and skips
 # what is already there, so a repeat run costs seconds:
-#   - Debian packages: podman, runc, busybox-static (container and process runtimes), curl;
+#   - Debian packages: podman, runc, busybox-static (container and process runtimes), curl,
+#     prometheus (the real Prometheus server the GPU-metrics test scrapes capstan with),
+#     postgresql (the store and tracking suites run on it too; scripts/postgres-setup.sh);
 #   - the Rust toolchain's rustfmt/clippy components;
-#   - Python packages: the real `mlflow` client (mlflow-skinny) the tracking tests drive.
+#   - Python packages: the real `mlflow` client (mlflow-skinny) the tracking tests drive,
+#     moto's S3-compatible server (scripts/s3-setup.sh) for the artifact tests, and
+#     scikit-learn, pandas and skops for the client's scikit-learn model test.
 # Needs root (or passwordless sudo) for apt-get.
 set -euo pipefail
 
@@ -11,7 +15,7 @@ log() { echo "install-deps: $*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES="podman runc busybox-static curl"
+APT_PACKAGES="podman runc busybox-static curl prometheus postgresql"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -24,6 +28,11 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
+if ! command -v go >/dev/null; then
+    echo "install-deps: go is missing: the test control plane (tests/cluster) builds from Go modules; install Go >= 1.24" >&2
+    exit 1
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo is missing: install Rust with rustup (https://rustup.rs) first" >&2
     exit 1
@@ -33,5 +42,16 @@ MLFLOW_VERSION="${MLFLOW_VERSION:-3.17.2}"
 if ! python3 -c "import mlflow, sys; sys.exit(0 if mlflow.__version__ == '$MLFLOW_VERSION' else 1)" 2>/dev/null; then
     log "pip install mlflow-skinny==$MLFLOW_VERSION"
     python3 -m pip install -q --disable-pip-version-check "mlflow-skinny==$MLFLOW_VERSION"
+fi
+# scikit-learn, pandas and skops (MLflow 3's default format for scikit-learn models) for the
+# mlflow.sklearn log_model / register_model / load_model test.
+if ! python3 -c "import sklearn, pandas, skops" 2>/dev/null; then
+    log "pip install scikit-learn pandas skops"
+    python3 -m pip install -q --disable-pip-version-check "scikit-learn==1.9.1" "pandas==3.1.1" "skops==0.16.0"
+fi
+MOTO_VERSION="${MOTO_VERSION:-5.2.1}"
+if ! python3 -c "import moto, flask_cors, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null; then
+    log "pip install moto[server]==$MOTO_VERSION"
+    python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 log "ok"

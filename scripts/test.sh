@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README's second command; .ci/run runs exactly this).
-# Installs what the tests need, starts the services they talk to (Podman's Docker API),
+# Installs what the tests need, starts the services they talk to (Podman's Docker API, an
+# S3-compatible server for artifacts, PostgreSQL),
 # builds the workspace once in debug, checks the generated CRDs, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,16 @@ scripts/install-deps.sh
 STATE="${CAPSTAN_TEST_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/capstan/test-services}"
 eval "$(scripts/podman-setup.sh "$STATE/podman")"
 export CAPSTAN_DOCKER_SOCKET CONTAINERS_CONF
+eval "$(scripts/s3-setup.sh "$STATE/s3")"
+export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION CAPSTAN_TEST_S3_BUCKET
+# PostgreSQL: the store and tracking API suites run once on SQLite and once on it.
+eval "$(scripts/postgres-setup.sh)"
+export CAPSTAN_TEST_POSTGRES_URL
+
+# A real Kubernetes control plane (etcd, kube-apiserver, kwok) built from Go modules, cached.
+eval "$(tests/cluster/up.sh "$STATE/cluster")"
+export CAPSTAN_TEST_KUBECONFIG="$KUBECONFIG"
+unset KUBECONFIG
 
 echo "== build (debug, once)"
 cargo build --workspace --all-targets --locked

@@ -7,13 +7,20 @@
 //! Both write the replica's stdout and stderr to a log file that outlives the agent, label
 //! what they start so a restarted agent can adopt it ([`Agent::list`]), and stop replicas
 //! with SIGTERM, a grace period, then SIGKILL.
-//! The agent also knows the node's GPUs ([`gpu`]).
+//! The agent also knows the node's GPUs ([`gpu`]: NVML or simulated), samples them
+//! ([`telemetry`]), judges their health ([`health`]), serves them as Prometheus text with
+//! dcgm-exporter's names ([`exporter`]) and pushes them to the server ([`push`]).
 
 pub mod container;
+pub mod exporter;
 pub mod gpu;
+pub mod health;
 pub mod process;
+pub mod push;
+pub mod telemetry;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,8 +60,9 @@ pub enum AgentError {
         /// The error.
         source: std::io::Error,
     },
-    /// The spec cannot run on this runtime (e.g. container runtime without image).
-    #[error("invalid replica: {0}")]
+    /// Invalid input: a replica that cannot run on this runtime (e.g. container runtime
+    /// without image), a `--simulate-gpus` spec that does not parse, a fault for a real GPU.
+    #[error("invalid: {0}")]
     Invalid(String),
 }
 
@@ -144,8 +152,11 @@ pub struct AgentConfig {
     pub docker_socket: Option<String>,
     /// Folder for the agent's own state (process records for adoption).
     pub state_dir: PathBuf,
-    /// GPU inventory: `--simulate-gpus` spec or empty for none.
+    /// GPU inventory: a `--simulate-gpus` spec, or None for the real GPUs (NVML; none when
+    /// the library or driver is absent).
     pub simulate_gpus: Option<String>,
+    /// Sampling, push and system-metrics intervals, outbox sizes.
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 /// The agent: both runtimes and the GPU inventory of this node.
@@ -153,7 +164,7 @@ pub struct Agent {
     config: AgentConfig,
     process: process::ProcessRuntime,
     container: Option<container::ContainerRuntime>,
-    gpus: Vec<gpu::GpuInfo>,
+    telemetry: Arc<telemetry::Telemetry>,
     /// Why there is no container runtime: (socket tried, what failed).
     engine_error: Option<(String, String)>,
 }
@@ -217,10 +228,12 @@ impl Agent {
         if config.state_dir.as_os_str().is_empty() {
             config.state_dir = std::env::temp_dir().join("capstan-agent");
         }
-        let gpus = match config.simulate_gpus.as_deref().map(str::trim) {
-            Some(spec) if !spec.is_empty() => gpu::simulated_gpus(spec, &config.node_name)?,
-            _ => Vec::new(),
-        };
+        let telemetry = Arc::new(telemetry::Telemetry::open(
+            &config.node_name,
+            config.simulate_gpus.as_deref(),
+            &config.state_dir,
+            config.telemetry,
+        )?);
         let process = process::ProcessRuntime::new(&config.state_dir)?;
         let id = agent_id(&config.state_dir)?;
         let (container, engine_error) =
@@ -240,7 +253,7 @@ impl Agent {
                     (None, Some((socket, e.to_string())))
                 }
             };
-        Ok(Agent { config, process, container, gpus, engine_error })
+        Ok(Agent { config, process, container, telemetry, engine_error })
     }
 
     /// Node name.
@@ -250,7 +263,18 @@ impl Agent {
 
     /// GPUs of this node.
     pub fn gpus(&self) -> &[gpu::GpuInfo] {
-        &self.gpus
+        self.telemetry.gpus()
+    }
+
+    /// The GPU telemetry (readings, health, `/metrics`, pushes). Its loops run once
+    /// [`telemetry::run`] is called with it.
+    pub fn telemetry(&self) -> &Arc<telemetry::Telemetry> {
+        &self.telemetry
+    }
+
+    /// GPUs marked unhealthy, by index, with the reason.
+    pub fn unhealthy_gpus(&self) -> std::collections::BTreeMap<u32, health::GpuHealth> {
+        self.telemetry.unhealthy()
     }
 
     /// Whether a container engine answered.
@@ -278,19 +302,22 @@ impl Agent {
     /// running one; an exited one is replaced. A container gets device requests for its
     /// GPUs unless they are simulated.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, AgentError> {
-        match spec.runtime {
-            Runtime::Process => self.process.start(spec).await,
+        let handle = match spec.runtime {
+            Runtime::Process => self.process.start(spec).await?,
             Runtime::Container => {
                 let engine = self.engine()?;
                 // Simulated GPUs cannot be handed to a container: no device requests for them.
-                let simulated = |index: &u32| self.gpus.iter().any(|g| g.index == *index && g.simulated);
+                let simulated = |index: &u32| self.gpus().iter().any(|g| g.index == *index && g.simulated);
                 if !spec.gpus.is_empty() && spec.gpus.iter().all(simulated) {
                     let spec = ReplicaSpec { gpus: Vec::new(), ..spec.clone() };
-                    return engine.start(&spec).await;
+                    engine.start(&spec).await?
+                } else {
+                    engine.start(spec).await?
                 }
-                engine.start(spec).await
             }
-        }
+        };
+        self.telemetry.placed(spec, &handle);
+        Ok(handle)
     }
 
     /// What the replica is doing now.
@@ -313,18 +340,22 @@ impl Agent {
     /// is not an error. Returns once nothing of it runs any more.
     pub async fn stop(&self, handle: &ReplicaHandle, grace: Duration) -> Result<(), AgentError> {
         match handle.runtime {
-            Runtime::Process => self.process.stop(&handle.id, grace).await,
-            Runtime::Container => self.engine()?.stop(&handle.id, grace).await,
+            Runtime::Process => self.process.stop(&handle.id, grace).await?,
+            Runtime::Container => self.engine()?.stop(&handle.id, grace).await?,
         }
+        self.telemetry.released(handle);
+        Ok(())
     }
 
     /// Remove what is left of an exited replica (container, process record).
     /// What still runs of it is killed first.
     pub async fn cleanup(&self, handle: &ReplicaHandle) -> Result<(), AgentError> {
         match handle.runtime {
-            Runtime::Process => self.process.cleanup(&handle.id).await,
-            Runtime::Container => self.engine()?.cleanup(&handle.id).await,
+            Runtime::Process => self.process.cleanup(&handle.id).await?,
+            Runtime::Container => self.engine()?.cleanup(&handle.id).await?,
         }
+        self.telemetry.released(handle);
+        Ok(())
     }
 
     /// Every replica this agent (or a previous run of it with the same state_dir and

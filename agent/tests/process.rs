@@ -222,6 +222,7 @@ async fn simulated_gpus() {
         docker_socket: Some(dir.path().join("none.sock").display().to_string()),
         state_dir: dir.path().to_path_buf(),
         simulate_gpus: Some("4xA100-40GB".into()),
+        telemetry: Default::default(),
     };
     let agent = capstan_agent::Agent::new(config.clone()).await.unwrap();
     assert_eq!(agent.node_name(), "gpu-node");

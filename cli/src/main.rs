@@ -1,5 +1,6 @@
 //! The `capstan` binary: a thin shell over the library crates.
 
+mod agent;
 mod client;
 mod up;
 
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the whole platform on this machine: server, controller and agent.
     Up(up::UpArgs),
+    /// Run the node agent's GPU telemetry on this node: sample the GPUs (NVML, or
+    /// --simulate-gpus), serve Prometheus /metrics (--metrics-listen), push to --server.
+    Agent(agent::AgentArgs),
     /// Run only the HTTP server (API and tracking), no controller or agent.
     Server(up::ServerArgs),
     /// Create or update resources from YAML or JSON manifests (multi-document).
@@ -138,7 +142,7 @@ enum Output {
 
 fn main() {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Up(_) | Command::Server(_));
+    let verbose = matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_));
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if verbose {
             "info,sqlx=warn,sea_orm=warn".into()
@@ -165,6 +169,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let client = client::Client::new(&cli.server, cli.token.clone());
     match cli.command {
         Command::Up(args) => up::up(args).await,
+        Command::Agent(args) => agent::run(args, &cli.server, cli.token.clone()).await,
         Command::Server(args) => up::server(args).await,
         Command::Apply { files, dry_run } => apply(&client, &files, dry_run).await,
         Command::Get { kind, name, namespace, all_namespaces, output } => {

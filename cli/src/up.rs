@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use capstan_agent::{Agent, AgentConfig};
 use capstan_controller::standalone;
 use capstan_server::{app, auth, AppState};
+use capstan_store::artifacts::ArtifactStore;
 use capstan_store::Store;
 use clap::Args;
 use std::future::IntoFuture;
@@ -39,6 +40,16 @@ pub struct ServerArgs {
     /// Folder for the database, logs and artifacts.
     #[arg(long, env = "CAPSTAN_DATA_DIR", default_value = ".capstan")]
     data_dir: PathBuf,
+    /// Database: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE (an existing database; the
+    /// tables are created on first start) or sqlite:///PATH. Default: the SQLite file
+    /// <data-dir>/capstan.db.
+    #[arg(long, env = "CAPSTAN_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    /// Where run artifacts are stored: a local folder, file:///path, or s3://bucket/prefix
+    /// (credentials and region from the AWS_* environment; AWS_ENDPOINT_URL for an
+    /// S3-compatible server). Default: <data-dir>/artifacts.
+    #[arg(long, env = "CAPSTAN_ARTIFACTS_DESTINATION", value_name = "URL")]
+    artifacts_destination: Option<String>,
 }
 
 /// Token for a server reachable beyond loopback: generated and printed once on first start,
@@ -78,14 +89,23 @@ async fn prepare(args: &ServerArgs) -> Result<Prepared> {
     // Bind first so a port clash is reported before anything else happens.
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let store = Store::open_sqlite(&data_dir.join("capstan.db")).await.context("opening the database")?;
+    let store = match &args.database_url {
+        Some(url) => Store::open(url).await.context("opening the database at --database-url")?,
+        None => Store::open_sqlite(&data_dir.join("capstan.db")).await.context("opening the database")?,
+    };
     let token_sha256 = token_hash(&data_dir, &args.listen)?;
+    let artifacts = match &args.artifacts_destination {
+        Some(dest) => ArtifactStore::from_destination(dest)?,
+        None => ArtifactStore::local(&data_dir.join("artifacts"))?,
+    };
+    artifacts.check().await?;
     let state = AppState {
         store: store.clone(),
         data_dir: data_dir.clone(),
         wake: Arc::new(Notify::new()),
         token_sha256,
         ready: Arc::new(AtomicBool::new(false)),
+        artifacts,
     };
     Ok(Prepared { store, data_dir, listener, state })
 }
@@ -120,8 +140,16 @@ pub async fn up(args: UpArgs) -> Result<i32> {
     let addr = p.listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
+    // /metrics serves the embedded agent's GPU series once the agent is up (empty before).
+    let gpus: Arc<std::sync::OnceLock<Arc<capstan_agent::telemetry::Telemetry>>> = Arc::default();
+    let gpus_of_metrics = gpus.clone();
+    let render: capstan_server::nodes::MetricsRender = Arc::new(move || match gpus_of_metrics.get() {
+        Some(t) => crate::agent::metrics_of(t),
+        None => (capstan_agent::exporter::CONTENT_TYPE.to_string(), "# EOF\n".to_string()),
+    });
+    let routes = app(p.state.clone()).merge(capstan_server::nodes::metrics_router(p.state.clone(), render));
     let server = tokio::spawn(
-        axum::serve(p.listener, app(p.state.clone()))
+        axum::serve(p.listener, routes)
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             })
@@ -136,9 +164,29 @@ pub async fn up(args: UpArgs) -> Result<i32> {
         docker_socket: args.docker_socket.clone(),
         state_dir: p.data_dir.join("agent"),
         simulate_gpus: args.simulate_gpus.clone(),
+        // In-process pushes cost nothing: every second, so the API and faults are current.
+        telemetry: capstan_agent::telemetry::TelemetryConfig {
+            push_interval: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
     })
     .await
     .context("starting the local agent")?;
+    let telemetry = agent.telemetry().clone();
+    let _ = gpus.set(telemetry.clone());
+    let gpu_loops = tokio::spawn(capstan_agent::telemetry::run(
+        telemetry.clone(),
+        Arc::new(crate::agent::LocalSink::new(p.store.clone())),
+        stop_rx.clone(),
+    ));
+    // A GPU turning unhealthy (or cleared) wakes the controller, which moves the jobs on it.
+    let (health_changed, wake) = (telemetry.health_changed(), p.state.wake.clone());
+    let relay = tokio::spawn(async move {
+        loop {
+            health_changed.notified().await;
+            wake.notify_one();
+        }
+    });
     let tracking_host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let ctx = standalone::Context {
         store: p.store.clone(),
@@ -146,12 +194,15 @@ pub async fn up(args: UpArgs) -> Result<i32> {
         data_dir: p.data_dir.clone(),
         tracking_uri: url_of(tracking_host),
         wake: p.state.wake.clone(),
+        artifacts: Some(p.state.artifacts.clone()),
     };
     let controller = tokio::spawn(standalone::run(ctx, stop_rx));
     p.state.ready.store(true, Ordering::Release);
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = controller.await;
+    let _ = gpu_loops.await;
+    relay.abort();
     server.await??;
     println!("Capstan stopped. Replicas still running keep running and are adopted by the next `capstan up`.");
     Ok(0)

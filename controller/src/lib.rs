@@ -2,6 +2,8 @@
 //! ([`standalone`]); the Kubernetes controller (kube-rs) joins it with the same core.
 //! [`mapping`] translates between the TrainingJob resource and `capstan_core`'s values.
 
+pub mod artifacts;
+pub mod health;
 pub mod mapping;
 pub mod scheduling;
 pub mod standalone;

@@ -40,6 +40,8 @@ pub struct Context {
     pub tracking_uri: String,
     /// Poke to run a pass now instead of at the next tick.
     pub wake: Arc<Notify>,
+    /// Where run artifacts go (replica logs of finished jobs, [`crate::artifacts`]); None: nowhere.
+    pub artifacts: Option<capstan_store::artifacts::ArtifactStore>,
 }
 
 /// Where a replica's log lives.
@@ -117,12 +119,17 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
         .filter_map(|q| serde_json::from_value::<QueueSpec>(q.spec.clone()).ok().map(|s| (q.name, s)))
         .collect();
     let node = local_node(ctx);
+    let unhealthy = ctx.agent.unhealthy_gpus();
     let decisions = {
         let views: Vec<JobView> = parsed
             .iter()
             .filter_map(|(job, spec, status)| spec.as_ref().map(|spec| JobView { job, spec, status }))
             .collect();
-        scheduling::decide(&scheduling::snapshot(&node, &queues, &views, now()))
+        let mut snapshot = scheduling::snapshot(&node, &queues, &views, now());
+        crate::health::mark_unhealthy(&mut snapshot, &node.name, &unhealthy);
+        let mut decisions = scheduling::decide(&snapshot);
+        crate::health::evict_on_unhealthy(&mut decisions, &views, &node.name, &unhealthy);
+        decisions
     };
 
     for (job, spec, status) in parsed {
@@ -284,6 +291,7 @@ pub async fn reconcile(
             if st.is_some() {
                 ctx.store.update_run(run, st, end, None).await?;
             }
+            crate::artifacts::on_phase_change(ctx, job, run, plan.state.phase);
         }
     }
 

@@ -59,6 +59,7 @@ pub async fn agent(state_dir: &Path, containers: bool) -> Agent {
         }),
         state_dir: state_dir.to_path_buf(),
         simulate_gpus: None,
+        telemetry: Default::default(),
     };
     let agent = Agent::new(config).await.expect("agent starts");
     if containers {

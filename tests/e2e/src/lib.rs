@@ -345,6 +345,8 @@ impl Capstan {
                 .env_remove("CAPSTAN_SIMULATE_GPUS")
                 .env_remove("CAPSTAN_LISTEN")
                 .env_remove("CAPSTAN_DATA_DIR")
+                .env_remove("CAPSTAN_DATABASE_URL")
+                .env_remove("CAPSTAN_ARTIFACTS_DESTINATION")
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(log_err));

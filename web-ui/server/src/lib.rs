@@ -1,12 +1,15 @@
 //! Capstan's HTTP server: the resource API the CLI speaks (Kubernetes-shaped paths under
-//! `/apis/capstan.dev/v1alpha1/`), the MLflow-compatible tracking API ([`mlflow`]), health,
-//! and bearer-token auth when it listens beyond loopback.
+//! `/apis/capstan.dev/v1alpha1/`), the MLflow-compatible tracking API ([`mlflow`]), nodes and
+//! their GPUs as agents report them ([`nodes`]), health, and bearer-token auth when it listens
+//! beyond loopback.
 //!
 //! Handlers are thin: parsing and validation live in `capstan_crds::manifest`, state in
 //! `capstan_store`; the controller is woken through [`AppState::wake`] after a change.
 
+pub mod artifacts;
 pub mod auth;
 pub mod mlflow;
+pub mod nodes;
 pub mod resources;
 
 use std::path::PathBuf;
@@ -37,6 +40,8 @@ pub struct AppState {
     pub token_sha256: Option<String>,
     /// True once the controller and agent run (`/readyz`); `/healthz` only says the server lives.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Where run artifacts live (the `mlflow-artifacts` proxy, [`artifacts`]).
+    pub artifacts: capstan_store::artifacts::ArtifactStore,
 }
 
 /// An API error: a status code and a JSON body `{"error": message, ...details}`.
@@ -104,7 +109,9 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let api = resources::router()
+        .merge(nodes::router())
         .merge(mlflow::router(state.store.clone()).with_state(()))
+        .merge(artifacts::router(state.artifacts.clone()).with_state(()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     let probes = Router::new().route("/readyz", get(readyz)).with_state(state.clone());
     Router::new()

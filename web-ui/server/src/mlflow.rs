@@ -17,6 +17,17 @@
 //! Any other path under the prefixes answers 404 `ENDPOINT_NOT_FOUND` (the client probes
 //! optional endpoints and falls back on that code); a known path with the wrong method
 //! answers 405 with the same JSON shape.
+//!
+//! The handlers of the first run API live here; the rest in submodules: `tracking`
+//! (experiment lifecycle and search, run delete/restore/search, inputs and outputs),
+//! `registry` (registered models, versions, aliases) and `logged_models` (MLflow 3). Search
+//! filters are parsed by `capstan_search` (MLflow's grammar plus `OR` and parentheses) and
+//! run as SQL by the store. `GET /version` answers [`MLFLOW_VERSION`].
+//!
+//! Capstan extension: `GET /api/2.0/mlflow/registered-models/alias-history?name=<model>`
+//! lists every change of the model's aliases (set, moved, deleted, removed with a version or
+//! the model) with the user (HTTP basic-auth user name, else `unknown`) and time, oldest
+//! first; MLflow keeps no such history.
 
 use axum::{
     body::Bytes,
@@ -26,11 +37,18 @@ use axum::{
     },
     http::{Method, StatusCode},
     response::{IntoResponse, Response},
-    routing::{any, get, post, MethodRouter},
+    routing::{any, delete, get, patch, post, MethodRouter},
     Json, Router,
 };
 use capstan_store::{ExperimentRecord, MetricPoint, RunRecord, Store, StoreError};
 use serde_json::{json, Map, Value};
+
+mod common;
+mod logged_models;
+mod registry;
+mod tracking;
+
+pub use tracking::MLFLOW_VERSION;
 
 /// The path prefixes every endpoint is mounted under.
 pub const API_PREFIXES: [&str; 2] = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"];
@@ -77,6 +95,8 @@ pub fn router(store: Store) -> Router {
             .route(&format!("{prefix}/"), any(endpoint_not_found))
             .route(&format!("{prefix}/{{*rest}}"), any(endpoint_not_found));
     }
+    // The client asks the server's MLflow version here (outside the prefixes).
+    router = router.route("/version", get(tracking::version));
     router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(store)
 }
 
@@ -93,7 +113,56 @@ fn endpoints() -> Vec<(&'static str, MethodRouter<Store>)> {
         ("runs/log-parameter", post(log_param)),
         ("runs/set-tag", post(set_tag)),
         ("runs/log-batch", post(log_batch)),
+        ("runs/delete", post(tracking::delete_run)),
+        ("runs/restore", post(tracking::restore_run)),
+        ("runs/delete-tag", post(tracking::delete_run_tag)),
+        ("runs/search", post(tracking::search_runs).get(tracking::search_runs)),
+        ("runs/log-inputs", post(tracking::log_inputs)),
+        ("runs/outputs", post(tracking::log_outputs)),
+        ("runs/log-model", post(tracking::log_model)),
+        ("experiments/search", post(tracking::search_experiments).get(tracking::search_experiments)),
+        ("experiments/update", post(tracking::update_experiment)),
+        ("experiments/delete", post(tracking::delete_experiment)),
+        ("experiments/restore", post(tracking::restore_experiment)),
+        ("experiments/set-experiment-tag", post(tracking::set_experiment_tag)),
+        ("experiments/delete-experiment-tag", post(tracking::delete_experiment_tag)),
         ("metrics/get-history", get(get_metric_history)),
+        ("metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval)),
+        ("registered-models/create", post(registry::create_registered_model)),
+        ("registered-models/get", get(registry::get_registered_model)),
+        ("registered-models/search", get(registry::search_registered_models).post(registry::search_registered_models)),
+        ("registered-models/update", patch(registry::update_registered_model).post(registry::update_registered_model)),
+        ("registered-models/rename", post(registry::rename_registered_model)),
+        ("registered-models/delete", delete(registry::delete_registered_model)),
+        ("registered-models/set-tag", post(registry::set_registered_model_tag)),
+        ("registered-models/delete-tag", delete(registry::delete_registered_model_tag)),
+        (
+            "registered-models/get-latest-versions",
+            post(registry::get_latest_versions).get(registry::get_latest_versions),
+        ),
+        (
+            "registered-models/alias",
+            post(registry::set_alias).delete(registry::delete_alias).get(registry::get_by_alias),
+        ),
+        ("registered-models/alias-history", get(registry::alias_history)),
+        ("model-versions/create", post(registry::create_model_version)),
+        ("model-versions/get", get(registry::get_model_version)),
+        ("model-versions/search", get(registry::search_model_versions).post(registry::search_model_versions)),
+        ("model-versions/update", patch(registry::update_model_version).post(registry::update_model_version)),
+        ("model-versions/delete", delete(registry::delete_model_version)),
+        ("model-versions/set-tag", post(registry::set_model_version_tag)),
+        ("model-versions/delete-tag", delete(registry::delete_model_version_tag)),
+        ("model-versions/get-download-uri", get(registry::get_download_uri)),
+        ("model-versions/transition-stage", post(registry::transition_stage)),
+        ("logged-models", post(logged_models::create)),
+        ("logged-models/search", post(logged_models::search)),
+        (
+            "logged-models/{model_id}",
+            get(logged_models::get).patch(logged_models::finalize).delete(logged_models::delete),
+        ),
+        ("logged-models/{model_id}/tags", patch(logged_models::set_tags)),
+        ("logged-models/{model_id}/tags/{*tag_key}", delete(logged_models::delete_tag)),
+        ("logged-models/{model_id}/params", post(logged_models::log_params)),
     ]
 }
 
@@ -207,8 +276,13 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
 // ---------------------------------------------------------------------------------------
 
 /// The fields of a request: the JSON object of a POST body or the query string of a GET.
+/// Every value of a repeated query key is kept in `lists` (for repeated fields such as
+/// `run_ids` or `order_by`); scalars read the first.
 #[derive(Debug, Default)]
-pub struct Fields(Map<String, Value>);
+pub struct Fields {
+    map: Map<String, Value>,
+    lists: Map<String, Value>,
+}
 
 impl Fields {
     /// Parse a POST body as a JSON object, whatever its Content-Type; an empty body is `{}`.
@@ -224,7 +298,7 @@ impl Fields {
             return Ok(Fields::default());
         }
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => Ok(Fields(map)),
+            Ok(Value::Object(map)) => Ok(Fields { map, lists: Map::new() }),
             Ok(other) => {
                 Err(ApiError::invalid(format!("The request body must be a JSON object, not {}", type_name(&other))))
             }
@@ -237,15 +311,19 @@ impl Fields {
         let Query(pairs) =
             query.map_err(|e| ApiError::invalid(format!("Malformed query string: {}", e.body_text())))?;
         let mut map = Map::new();
+        let mut lists = Map::new();
         for (k, v) in pairs {
+            if let Value::Array(items) = lists.entry(k.clone()).or_insert(Value::Array(Vec::new())) {
+                items.push(Value::String(v.clone()));
+            }
             map.entry(k).or_insert(Value::String(v));
         }
-        Ok(Fields(map))
+        Ok(Fields { map, lists })
     }
 
     /// The value of a field by its proto name or its lowerCamelCase JSON name; null is absent.
     fn raw(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).or_else(|| self.0.get(&lower_camel(name))).filter(|v| !v.is_null())
+        self.map.get(name).or_else(|| self.map.get(&lower_camel(name))).filter(|v| !v.is_null())
     }
 
     fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
@@ -657,7 +735,7 @@ async fn run_experiment(store: &Store, requested: Option<String>) -> Result<Stri
     };
     validate_experiment_id(&experiment_id)?;
     match store.get_experiment(&experiment_id).await? {
-        Some(e) if e.lifecycle_stage != "active" => Err(ApiError::invalid_state(format!(
+        Some(e) if e.lifecycle_stage != "active" => Err(ApiError::invalid(format!(
             "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
             e.lifecycle_stage
         ))),
@@ -708,7 +786,11 @@ async fn get_run(State(store): State<Store>, query: Result<Query<Vec<(String, St
     let req = Fields::from_query(query)?;
     let run_id = req.run_id()?;
     let run = store.get_run(&run_id).await?.ok_or_else(|| ApiError::run_not_found(&run_id))?;
-    Ok(Json(json!({ "run": run_json(&run) })))
+    let mut answer = run_json(&run);
+    let (inputs, outputs) = common::run_io_json(&store.run_io(&run_id).await?);
+    answer["inputs"] = inputs;
+    answer["outputs"] = outputs;
+    Ok(Json(json!({ "run": answer })))
 }
 
 async fn update_run(State(store): State<Store>, body: Result<Bytes, BytesRejection>) -> ApiResult {
@@ -824,16 +906,9 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
     for (i, item) in metrics.iter().enumerate() {
         let point = metric_point(item, &format!("metrics[{i}]"))?;
         validate_key("metric", &point.key)?;
-        // An identical point twice in one request is one point.
-        let same = |p: &MetricPoint| {
-            p.key == point.key
-                && p.step == point.step
-                && p.timestamp == point.timestamp
-                && p.value.to_bits() == point.value.to_bits()
-        };
-        if !points.iter().any(same) {
-            points.push(point);
-        }
+        // An identical point twice in one request is stored once: the store skips a point it
+        // already has (a linear scan here cost more than the whole database write).
+        points.push(point);
     }
 
     let mut param_list: Vec<(String, String)> = Vec::with_capacity(params.len());
@@ -871,7 +946,7 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
 async fn get_metric_history(
     State(store): State<Store>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     let req = Fields::from_query(query)?;
     let run_id = req.run_id()?;
     let key = req.req_str("metric_key")?;
@@ -887,17 +962,71 @@ async fn get_metric_history(
             token.parse::<usize>().map_err(|_| ApiError::invalid(format!("Invalid page token '{token}'.")))?
         }
     };
-    let history = store.metric_history(&run_id, &key).await.map_err(|e| ApiError::from_run_op(&run_id, e))?;
-    let rest = history.get(offset..).unwrap_or_default();
-    let page = match max_results {
-        Some(n) => &rest[..rest.len().min(usize::try_from(n).unwrap_or(usize::MAX))],
-        None => rest,
-    };
-    let mut out = json!({ "metrics": page.iter().map(metric_json).collect::<Vec<_>>() });
-    if page.len() < rest.len() {
-        out["next_page_token"] = json!((offset + page.len()).to_string());
+    // One page read from the store (an index range), however long the history.
+    let limit = max_results.map_or(i64::MAX as u64, |n| n as u64);
+    let (page, more) = store
+        .metric_history_page(&run_id, &key, offset as u64, limit)
+        .await
+        .map_err(|e| ApiError::from_run_op(&run_id, e))?;
+    // Written straight from the points: a map per point would cost more than the read.
+    let next_page_token = more.then(|| (offset + page.len()).to_string());
+    Ok(Json(HistoryPage { metrics: page.iter().map(MetricOut).collect(), next_page_token }).into_response())
+}
+
+/// A page of metrics/get-history, serialized without building a JSON value per point.
+#[derive(serde::Serialize)]
+struct HistoryPage<'a> {
+    metrics: Vec<MetricOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+/// A metric as [`metric_json`] writes it (NaN and infinities as strings).
+struct MetricOut<'a>(&'a MetricPoint);
+
+impl serde::Serialize for MetricOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let m = self.0;
+        let mut out = serializer.serialize_struct("Metric", 4)?;
+        out.serialize_field("key", &m.key)?;
+        match m.value {
+            v if v.is_nan() => out.serialize_field("value", "NaN")?,
+            f64::INFINITY => out.serialize_field("value", "Infinity")?,
+            f64::NEG_INFINITY => out.serialize_field("value", "-Infinity")?,
+            v => out.serialize_field("value", &v)?,
+        }
+        out.serialize_field("timestamp", &m.timestamp)?;
+        out.serialize_field("step", &m.step)?;
+        out.end()
     }
-    Ok(Json(out))
+}
+
+/// Downsampled histories of one metric of several runs, for charts (at most `max_results`
+/// points per run, 320 by default).
+async fn get_metric_history_bulk_interval(
+    State(store): State<Store>,
+    query: common::QueryParams,
+    body: common::Body,
+) -> ApiResult {
+    let req = Fields::from_request(query, body)?;
+    let p = tracking::bulk_interval_params(&req)?;
+    let points = store
+        .metric_history_bulk_interval(&p.run_ids, &p.metric_key, p.start_step, p.end_step, p.max_results)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            other => other.into(),
+        })?;
+    let metrics: Vec<Value> = points
+        .iter()
+        .map(|(run_id, m)| {
+            let mut v = metric_json(m);
+            v["run_id"] = json!(run_id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "metrics": metrics })))
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
-//! The MLflow-compatible tracking API over real HTTP, against a real (SQLite) store:
-//! every endpoint, its wire shapes, and MLflow's error codes.
+//! The MLflow-compatible tracking API over real HTTP, against a real store: every endpoint,
+//! its wire shapes, and MLflow's error codes.
+//!
+//! The suite runs twice: as this test target on SQLite, and as `mlflow_api_postgres` (which
+//! includes this file) on PostgreSQL (`capstan_store::test_db`; it fails, never skips,
+//! without `CAPSTAN_TEST_POSTGRES_URL`).
 
+use capstan_store::test_db::{Backend, TestDb};
 use capstan_store::Store;
 use serde_json::{json, Value};
 
@@ -8,17 +13,18 @@ struct Server {
     base: String,
     store: Store,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
+/// The router over a fresh database of the backend this target stands for.
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("capstan.db")).await.unwrap();
+    let db = TestDb::new(Backend::of_name(module_path!())).await;
+    let store = db.store.clone();
     let app = capstan_server::mlflow::router(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum_serve(listener, app).await });
-    Server { base: format!("http://{addr}"), store, http: reqwest::Client::new(), _dir: dir }
+    Server { base: format!("http://{addr}"), store, http: reqwest::Client::new(), _db: db }
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
@@ -571,8 +577,8 @@ async fn bodies_are_json_whatever_the_content_type() {
 async fn unknown_endpoints_answer_endpoint_not_found() {
     let s = start().await;
     for path in [
-        "/api/2.0/mlflow/runs/search",
-        "/api/2.0/mlflow/logged-models/create",
+        "/api/2.0/mlflow/runs/no-such-verb",
+        "/api/2.0/mlflow/traces/search",
         "/api/2.0/mlflow/",
         "/api/2.0/mlflow",
         "/ajax-api/2.0/mlflow/does/not/exist",

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capstan_store::Store;
+use capstan_store::test_db::{Backend, TestDb};
 
 const INSTALL_HINT: &str = "pip install mlflow-skinny==3.17.2 (or run scripts/install-deps.sh)";
 
@@ -39,7 +39,9 @@ async fn the_mlflow_python_client_logs_and_reads_back() {
     require_mlflow(&python).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("capstan.db")).await.unwrap();
+    // SQLite as this target, PostgreSQL as `mlflow_client_postgres` (which includes this file).
+    let db = TestDb::new(Backend::of_name(module_path!())).await;
+    let store = db.store.clone();
     let experiment_id = store.get_or_create_experiment("smoke").await.unwrap();
     let run = store
         .create_run(&experiment_id, "smoke-run", chrono_now_ms(), &[("mlflow.runName".into(), "smoke-run".into())])

@@ -3,16 +3,24 @@
 //! metrics, params, tags) that the MLflow-compatible API serves.
 //!
 //! Entities live in [`entities`], one migration per schema change in [`migrations`].
-//! SQLite (WAL mode) is the default; PostgreSQL comes with the tracking issue.
+//! SQLite (WAL mode) is the default; PostgreSQL (`postgres://` URLs) runs the same migrations
+//! (tests of both: [`test_db`]).
 //! Every write returns only after its transaction committed.
 
+pub mod artifacts;
+pub mod downsample;
 pub mod entities;
+pub mod gpus;
+pub mod metrics;
 pub mod migrations;
+pub mod registry;
+pub mod runs_search;
+pub mod test_db;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseTransaction,
@@ -54,6 +62,50 @@ pub enum StoreError {
     /// The object is being deleted and cannot be changed until that finishes.
     #[error("{0} is being deleted; apply it again once it is gone")]
     BeingDeleted(String),
+    /// An artifact path is not a safe relative path (absolute, `..`, backslash, NUL, ...).
+    #[error("invalid artifact path {path:?}: {reason}")]
+    InvalidArtifactPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The artifact destination is malformed or names a backend this build lacks.
+    #[error("artifact destination {url:?}: {reason}")]
+    ArtifactDestination {
+        /// The destination as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An artifact upload was larger than the limit.
+    #[error("artifact {path} is larger than the limit of {limit} bytes")]
+    ArtifactTooLarge {
+        /// Artifact path.
+        path: String,
+        /// Limit in bytes.
+        limit: u64,
+    },
+    /// The body of an artifact upload broke off (the client went away or sent a bad body);
+    /// nothing was stored.
+    #[error("the upload of artifact {path} broke off: {reason}")]
+    UploadInterrupted {
+        /// Artifact path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The artifact storage (local files, S3, ...) failed.
+    #[error("artifact storage: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// A local file could not be read or written (e.g. a replica log being uploaded).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// Result alias.
@@ -188,6 +240,8 @@ pub struct ExperimentRecord {
 pub struct Store {
     db: sea_orm::DatabaseConnection,
     writer: sea_orm::DatabaseConnection,
+    /// `log_batch` calls waiting for a group commit (see [`metrics`]).
+    commits: std::sync::Arc<metrics::CommitQueue>,
 }
 
 /// Rows per multi-row INSERT (6 columns x 500 rows stays far below every bind limit).
@@ -198,6 +252,32 @@ const SQLITE_READERS: u32 = 4;
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// How long a caller waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows a SQLite connection's thread may hand over ahead of the reader. sqlx's default (50)
+/// makes a long read (a 25,000-point history page) switch threads for almost every row; a
+/// deep queue lets SQLite run ahead and the reader drain it in bulk.
+const SQLITE_ROW_BUFFER: usize = 32 * 1024;
+/// Connections of the PostgreSQL pool.
+const POSTGRES_CONNECTIONS: u32 = 8;
+/// PostgreSQL advisory lock key held by every write transaction ("CAPSTAN\0" as an i64).
+const POSTGRES_WRITE_LOCK: i64 = 0x4341_5053_5441_4e00;
+/// PostgreSQL advisory lock key held while migrating, so that two processes starting at once
+/// do not both create the tables.
+const POSTGRES_MIGRATION_LOCK: i64 = 0x4341_5053_5441_4e01;
+
+/// Run the migrations on the PostgreSQL database at `url` under the migration lock, through a
+/// single connection (a session-level advisory lock belongs to one connection).
+async fn migrate_postgres(url: &str) -> Result<()> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.max_connections(1).min_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+    let conn = Database::connect(options).await?;
+    conn.execute_unprepared(&format!("SELECT pg_advisory_lock({POSTGRES_MIGRATION_LOCK})")).await?;
+    let migrated = migrations::Migrator::up(&conn, None).await;
+    let unlocked = conn.execute_unprepared(&format!("SELECT pg_advisory_unlock({POSTGRES_MIGRATION_LOCK})")).await;
+    let _ = conn.close().await;
+    migrated?;
+    unlocked?;
+    Ok(())
+}
 
 /// Now, RFC 3339, seconds precision, UTC with a "Z".
 fn now_rfc3339() -> String {
@@ -220,6 +300,7 @@ fn sqlite_options(url: &str, max_connections: u32, in_memory: bool) -> ConnectOp
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .row_buffer_size(SQLITE_ROW_BUFFER)
         },
     );
     if in_memory {
@@ -451,8 +532,9 @@ fn stored_latest(column: latest_metric::Column) -> Expr {
 
 impl Store {
     /// Open (creating if needed) the database at `url` (`sqlite:///abs/path.db?mode=rwc`,
-    /// or `sqlite::memory:`), switch SQLite to WAL mode with synchronous=FULL (an
-    /// acknowledged write survives power loss), and run the migrations.
+    /// `sqlite::memory:`, or `postgres://user@host:port/database` on an existing database),
+    /// switch SQLite to WAL mode with synchronous=FULL (an acknowledged write survives power
+    /// loss), and run the migrations (the same ones on both).
     pub async fn open(url: &str) -> Result<Store> {
         let store = if url.starts_with("sqlite:") {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -464,13 +546,17 @@ impl Store {
             } else {
                 Database::connect(sqlite_options(url, SQLITE_READERS, false)).await?
             };
-            Store { db, writer }
-        } else {
+            Store { db, writer, commits: Default::default() }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            migrate_postgres(url).await?;
             let mut options = ConnectOptions::new(url.to_owned());
-            options.acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+            options.max_connections(POSTGRES_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
             let db = Database::connect(options).await?;
-            migrations::Migrator::up(&db, None).await?;
-            Store { writer: db.clone(), db }
+            Store { writer: db.clone(), db, commits: Default::default() }
+        } else {
+            return Err(StoreError::Db(sea_orm::DbErr::Custom(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+            ))));
         };
         tracing::debug!(url, "store opened");
         Ok(store)
@@ -486,15 +572,22 @@ impl Store {
     }
 
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so it holds the write lock from the
-    /// start and never fails upgrading a read lock.
+    /// start and never fails upgrading a read lock. On PostgreSQL it takes the store's write
+    /// lock (a transaction-scoped advisory lock, released at commit or rollback), so writers
+    /// of every process run one at a time as on SQLite, and the read-then-write steps of a
+    /// write (immutable params, unique names, folded events) see no concurrent change.
     async fn begin_write(&self) -> Result<DatabaseTransaction> {
-        Ok(self
+        let txn = self
             .writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
-            .await?)
+            .await?;
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({POSTGRES_WRITE_LOCK})")).await?;
+        }
+        Ok(txn)
     }
 
     /// Create the object, or update its spec/labels/annotations. A create gets a new uid,
@@ -829,141 +922,9 @@ impl Store {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<()> {
-        let txn = self.begin_write().await?;
-        if run::Entity::find_by_id(run_id.to_owned()).one(&txn).await?.is_none() {
-            return Err(run_not_found(run_id));
-        }
-
-        // Params first: a change anywhere means nothing of the batch is written.
-        let mut new_params: BTreeMap<&str, &str> = BTreeMap::new();
-        for (key, value) in params {
-            if let Some(&earlier) = new_params.get(key.as_str()) {
-                if earlier != value {
-                    return Err(StoreError::ParamChanged {
-                        run_id: run_id.to_owned(),
-                        key: key.clone(),
-                        old: earlier.to_owned(),
-                        new: value.clone(),
-                    });
-                }
-            }
-            new_params.insert(key, value);
-        }
-        let keys: Vec<&str> = new_params.keys().copied().collect();
-        for chunk in keys.chunks(CHUNK_ROWS) {
-            let stored = param::Entity::find()
-                .filter(param::Column::RunUuid.eq(run_id))
-                .filter(param::Column::Key.is_in(chunk.iter().copied()))
-                .all(&txn)
-                .await?;
-            for p in stored {
-                let asked = new_params[p.key.as_str()];
-                if p.value != asked {
-                    return Err(StoreError::ParamChanged {
-                        run_id: run_id.to_owned(),
-                        key: p.key,
-                        old: p.value,
-                        new: asked.to_owned(),
-                    });
-                }
-                new_params.remove(p.key.as_str());
-            }
-        }
-        let new_params: Vec<(&str, &str)> = new_params.into_iter().collect();
-        for chunk in new_params.chunks(CHUNK_ROWS) {
-            param::Entity::insert_many(chunk.iter().map(|&(k, v)| param::ActiveModel {
-                run_uuid: ActiveValue::Set(run_id.to_owned()),
-                key: ActiveValue::Set(k.to_owned()),
-                value: ActiveValue::Set(v.to_owned()),
-            }))
-            .on_conflict_do_nothing()
-            .exec_without_returning(&txn)
-            .await?;
-        }
-
-        // Every point; one already stored is skipped.
-        for chunk in metrics.chunks(CHUNK_ROWS) {
-            metric::Entity::insert_many(chunk.iter().map(|m| {
-                let (value, is_nan) = stored_value(m.value);
-                metric::ActiveModel {
-                    run_uuid: ActiveValue::Set(run_id.to_owned()),
-                    key: ActiveValue::Set(m.key.clone()),
-                    step: ActiveValue::Set(m.step),
-                    timestamp: ActiveValue::Set(m.timestamp),
-                    value: ActiveValue::Set(value),
-                    is_nan: ActiveValue::Set(is_nan),
-                }
-            }))
-            .on_conflict_do_nothing()
-            .exec_without_returning(&txn)
-            .await?;
-        }
-
-        // The batch's latest point of each key, then kept only where it beats the stored one
-        // by (step, timestamp, value), MLflow's order.
-        let mut latest: BTreeMap<&str, StoredPoint> = BTreeMap::new();
-        for m in metrics {
-            let candidate = StoredPoint::of(m);
-            latest
-                .entry(m.key.as_str())
-                .and_modify(|best| {
-                    if candidate.beats(best) {
-                        *best = candidate;
-                    }
-                })
-                .or_insert(candidate);
-        }
-        let latest: Vec<(&str, StoredPoint)> = latest.into_iter().collect();
-        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
-            .eq(stored_latest(latest_metric::Column::Step))
-            .and(
-                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
-                    .eq(stored_latest(latest_metric::Column::Timestamp))
-                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
-            ));
-        for chunk in latest.chunks(CHUNK_ROWS) {
-            latest_metric::Entity::insert_many(chunk.iter().map(|&(key, p)| latest_metric::ActiveModel {
-                run_uuid: ActiveValue::Set(run_id.to_owned()),
-                key: ActiveValue::Set(key.to_owned()),
-                value: ActiveValue::Set(p.value),
-                timestamp: ActiveValue::Set(p.timestamp),
-                step: ActiveValue::Set(p.step),
-                is_nan: ActiveValue::Set(p.is_nan),
-            }))
-            .on_conflict(
-                OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
-                    .update_columns([
-                        latest_metric::Column::Value,
-                        latest_metric::Column::Timestamp,
-                        latest_metric::Column::Step,
-                        latest_metric::Column::IsNan,
-                    ])
-                    .action_and_where(newer.clone())
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        }
-
-        // Tags are mutable: the last value wins.
-        let tags = last_wins(tags);
-        for chunk in tags.chunks(CHUNK_ROWS) {
-            tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
-                run_uuid: ActiveValue::Set(run_id.to_owned()),
-                key: ActiveValue::Set(k.clone()),
-                value: ActiveValue::Set(v.clone()),
-            }))
-            .on_conflict(
-                OnConflict::columns([tag::Column::RunUuid, tag::Column::Key])
-                    .update_column(tag::Column::Value)
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        }
-
-        txn.commit().await?;
-        Ok(())
+        // Built before the writer's turn; written in a group commit (see `metrics`).
+        let batch = metrics::Batch::new(self.writer.get_database_backend(), run_id, metrics, params, tags)?;
+        self.commit_batch(batch).await
     }
 
     /// Every point of one metric of a run, by step then timestamp.

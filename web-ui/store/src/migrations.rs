@@ -9,6 +9,9 @@
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 pub mod m20261128_000001_initial;
+pub mod m20261128_000002_registry;
+pub mod m20261128_000003_metric_tiles;
+pub mod m20261128_000004_gpu_samples;
 
 /// Every migration of the store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,6 +19,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_initial::Migration)]
+        vec![
+            Box::new(m20261128_000001_initial::Migration),
+            Box::new(m20261128_000002_registry::Migration),
+            Box::new(m20261128_000003_metric_tiles::Migration),
+            Box::new(m20261128_000004_gpu_samples::Migration),
+        ]
     }
 }

@@ -1,6 +1,10 @@
-//! Tests of the store against real SQLite files (and `sqlite::memory:`).
+//! Tests of the store against real SQLite files (and `sqlite::memory:`) and real PostgreSQL
+//! databases: every test listed in [`on_both_backends!`] runs twice, as `sqlite::NAME` and
+//! `postgres::NAME` (a fresh database each; the PostgreSQL ones need
+//! `CAPSTAN_TEST_POSTGRES_URL`, see `scripts/postgres-setup.sh`, and fail without it).
 
 use super::*;
+use crate::test_db::TestDb;
 use sea_orm::{DbBackend, Statement};
 use serde_json::json;
 
@@ -92,9 +96,7 @@ async fn in_memory_database_works_and_is_private() {
     assert_eq!(a.metric_history(&run.run_id, "m").await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn migration_inserts_default_experiment_zero() {
-    let (_dir, store) = temp_store().await;
+async fn migration_inserts_default_experiment_zero(store: Store) {
     let default = store.get_experiment("0").await.unwrap().unwrap();
     assert_eq!(default.name, "Default");
     assert_eq!(default.artifact_location, "mlflow-artifacts:/0");
@@ -105,12 +107,9 @@ async fn migration_inserts_default_experiment_zero() {
     assert_eq!(store.create_experiment("second", &[]).await.unwrap(), "2");
 }
 
-#[tokio::test]
-async fn data_survives_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("capstan.db");
+async fn data_survives_reopening(db: &TestDb) {
     let (uid, run_id, exp_id) = {
-        let store = Store::open_sqlite(&path).await.unwrap();
+        let store = db.store.clone();
         let (res, _) = store
             .put_resource("TrainingJob", "default", "job", &json!({"a": "b"}), &json!({}), &json!({"image": "x"}))
             .await
@@ -122,7 +121,7 @@ async fn data_survives_reopening_the_file() {
         store.log_batch(&run.run_id, &[point("loss", 0.5, 10, 1)], &kv(&[("lr", "0.1")]), &[]).await.unwrap();
         (res.uid, run.run_id, exp_id)
     };
-    let store = Store::open_sqlite(&path).await.unwrap();
+    let store = db.reopen().await;
     let res = store.get_resource("TrainingJob", "default", "job").await.unwrap().unwrap();
     assert_eq!(res.uid, uid);
     assert_eq!(res.status, json!({"phase": "Running"}));
@@ -141,9 +140,7 @@ async fn data_survives_reopening_the_file() {
 
 // ---- resources ----
 
-#[tokio::test]
-async fn put_resource_created_unchanged_configured() {
-    let (_dir, store) = temp_store().await;
+async fn put_resource_created_unchanged_configured(store: Store) {
     let labels = json!({"team": "a"});
     let spec = json!({"image": "x", "replicas": 1});
     let (created, outcome) =
@@ -203,15 +200,11 @@ async fn put_resource_created_unchanged_configured() {
     assert_eq!(outcome, PutOutcome::Created);
 }
 
-#[tokio::test]
-async fn get_resource_missing_is_none() {
-    let (_dir, store) = temp_store().await;
+async fn get_resource_missing_is_none(store: Store) {
     assert_eq!(store.get_resource("TrainingJob", "default", "nope").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn set_status_bumps_resource_version_only() {
-    let (_dir, store) = temp_store().await;
+async fn set_status_bumps_resource_version_only(store: Store) {
     let (res, _) = store.put_resource("Queue", "", "q", &json!({}), &json!({}), &json!({"cap": 2})).await.unwrap();
     store.set_status(&res.uid, &json!({"used": 1})).await.unwrap();
     store.set_status(&res.uid, &json!({"used": 2})).await.unwrap();
@@ -221,16 +214,12 @@ async fn set_status_bumps_resource_version_only() {
     assert_eq!(got.spec, json!({"cap": 2}));
 }
 
-#[tokio::test]
-async fn set_status_on_missing_uid_is_not_found() {
-    let (_dir, store) = temp_store().await;
+async fn set_status_on_missing_uid_is_not_found(store: Store) {
     let err = store.set_status("no-such-uid", &json!({})).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
-#[tokio::test]
-async fn mark_deleted_then_put_is_refused() {
-    let (_dir, store) = temp_store().await;
+async fn mark_deleted_then_put_is_refused(store: Store) {
     assert!(!store.mark_deleted("TrainingJob", "default", "job").await.unwrap());
     let spec = json!({"image": "x"});
     let (res, _) = store.put_resource("TrainingJob", "default", "job", &json!({}), &json!({}), &spec).await.unwrap();
@@ -264,9 +253,7 @@ async fn mark_deleted_then_put_is_refused() {
     assert_ne!(again.uid, res.uid);
 }
 
-#[tokio::test]
-async fn list_resources_by_creation_then_name() {
-    let (_dir, store) = temp_store().await;
+async fn list_resources_by_creation_then_name(store: Store) {
     let put = |ns: &'static str, name: &'static str| {
         let store = store.clone();
         async move {
@@ -295,9 +282,7 @@ async fn list_resources_by_creation_then_name() {
     assert_eq!(names(store.list_resources("Queue", None).await.unwrap()), ["/q"]);
 }
 
-#[tokio::test]
-async fn remove_resource_removes_its_events() {
-    let (_dir, store) = temp_store().await;
+async fn remove_resource_removes_its_events(store: Store) {
     let (a, _) = store.put_resource("TrainingJob", "default", "a", &json!({}), &json!({}), &json!({})).await.unwrap();
     let (b, _) = store.put_resource("TrainingJob", "default", "b", &json!({}), &json!({}), &json!({})).await.unwrap();
     store.add_event(&a.uid, "Normal", "Created", "made a").await.unwrap();
@@ -315,9 +300,7 @@ async fn remove_resource_removes_its_events() {
 
 // ---- events ----
 
-#[tokio::test]
-async fn repeated_events_fold_into_a_count() {
-    let (_dir, store) = temp_store().await;
+async fn repeated_events_fold_into_a_count(store: Store) {
     let uid = "obj-1";
     store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
     store.add_event(uid, "Normal", "Pulling", "pulling image").await.unwrap();
@@ -353,9 +336,7 @@ async fn repeated_events_fold_into_a_count() {
 
 // ---- experiments ----
 
-#[tokio::test]
-async fn experiments_create_get_and_conflict() {
-    let (_dir, store) = temp_store().await;
+async fn experiments_create_get_and_conflict(store: Store) {
     let before = now_ms();
     let id = store.create_experiment("exp", &kv(&[("z", "1"), ("a", "2"), ("z", "3")])).await.unwrap();
     let exp = store.get_experiment(&id).await.unwrap().unwrap();
@@ -379,9 +360,7 @@ async fn experiments_create_get_and_conflict() {
     assert_eq!(store.get_experiment_by_name("nope").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn get_or_create_experiment_is_stable() {
-    let (_dir, store) = temp_store().await;
+async fn get_or_create_experiment_is_stable(store: Store) {
     assert_eq!(store.get_or_create_experiment("Default").await.unwrap(), "0");
     let id = store.get_or_create_experiment("jobs").await.unwrap();
     assert_eq!(id, "1");
@@ -416,9 +395,7 @@ where
 
 // ---- runs ----
 
-#[tokio::test]
-async fn create_get_update_run() {
-    let (_dir, store) = temp_store().await;
+async fn create_get_update_run(store: Store) {
     let exp_id = store.create_experiment("exp", &[]).await.unwrap();
     let run = store.create_run(&exp_id, "my-run", 1_700_000_000_000, &kv(&[("b", "2"), ("a", "1")])).await.unwrap();
     assert_eq!(run.run_id.len(), 32);
@@ -449,9 +426,7 @@ async fn create_get_update_run() {
     assert_eq!(store.get_run(&run.run_id).await.unwrap().unwrap(), renamed);
 }
 
-#[tokio::test]
-async fn run_errors() {
-    let (_dir, store) = temp_store().await;
+async fn run_errors(store: Store) {
     for exp in ["999", "x", ""] {
         let err = store.create_run(exp, "r", 0, &[]).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -468,9 +443,7 @@ async fn run_errors() {
 
 // ---- log_batch ----
 
-#[tokio::test]
-async fn params_are_immutable() {
-    let (_dir, store) = temp_store().await;
+async fn params_are_immutable(store: Store) {
     let run = new_run(&store).await;
     store.log_batch(&run.run_id, &[], &kv(&[("lr", "0.1"), ("bs", "32")]), &[]).await.unwrap();
     // The same value again is fine.
@@ -510,9 +483,7 @@ async fn params_are_immutable() {
     assert!(store.get_run(&run.run_id).await.unwrap().unwrap().params.contains(&("k".into(), "1".into())));
 }
 
-#[tokio::test]
-async fn metric_retry_is_idempotent() {
-    let (_dir, store) = temp_store().await;
+async fn metric_retry_is_idempotent(store: Store) {
     let run = new_run(&store).await;
     let batch: Vec<MetricPoint> = (0..10).map(|i| point("loss", 1.0 / (i + 1) as f64, 100 + i, i)).collect();
     store.log_batch(&run.run_id, &batch, &[], &[]).await.unwrap();
@@ -527,9 +498,7 @@ async fn metric_retry_is_idempotent() {
     assert_eq!(&history[..2], &[point("loss", 1.0, 100, 0), point("loss", 7.0, 100, 0)]);
 }
 
-#[tokio::test]
-async fn nan_and_infinities_round_trip() {
-    let (_dir, store) = temp_store().await;
+async fn nan_and_infinities_round_trip(store: Store) {
     let run = new_run(&store).await;
     store
         .log_batch(
@@ -568,9 +537,7 @@ async fn nan_and_infinities_round_trip() {
     assert_eq!(latest[3].value, f64::NEG_INFINITY);
 }
 
-#[tokio::test]
-async fn latest_metric_is_highest_step_then_timestamp() {
-    let (_dir, store) = temp_store().await;
+async fn latest_metric_is_highest_step_then_timestamp(store: Store) {
     let run = new_run(&store).await;
     let latest = |store: Store, run_id: String| async move { store.get_run(&run_id).await.unwrap().unwrap().metrics };
     store.log_batch(&run.run_id, &[point("acc", 0.5, 100, 5)], &[], &[]).await.unwrap();
@@ -606,9 +573,7 @@ async fn latest_metric_is_highest_step_then_timestamp() {
     assert_eq!(steps, [3, 5, 5, 5, 8, 9, 10]);
 }
 
-#[tokio::test]
-async fn tags_are_mutable_and_everything_sorted() {
-    let (_dir, store) = temp_store().await;
+async fn tags_are_mutable_and_everything_sorted(store: Store) {
     let run = store.create_run("0", "r", 0, &kv(&[("mlflow.user", "a")])).await.unwrap();
     store
         .log_batch(
@@ -628,9 +593,7 @@ async fn tags_are_mutable_and_everything_sorted() {
     store.log_batch(&run.run_id, &[], &[], &[]).await.unwrap();
 }
 
-#[tokio::test]
-async fn large_batches_span_several_inserts() {
-    let (_dir, store) = temp_store().await;
+async fn large_batches_span_several_inserts(store: Store) {
     let run = new_run(&store).await;
     let metrics: Vec<MetricPoint> = (0..1_234).map(|i| point(&format!("m{}", i % 3), i as f64, i, i)).collect();
     let params: Vec<(String, String)> = (0..1_100).map(|i| (format!("p{i:04}"), i.to_string())).collect();
@@ -661,12 +624,10 @@ async fn large_batches_span_several_inserts() {
 
 // ---- concurrency ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_do_not_fail() {
+async fn concurrent_writers_do_not_fail(store: Store) {
     const TASKS: usize = 20;
     const BATCHES: i64 = 50;
     const POINTS: i64 = 100;
-    let (_dir, store) = temp_store().await;
     let exp = store.create_experiment("load", &[]).await.unwrap();
     let mut runs = Vec::new();
     for i in 0..TASKS {
@@ -721,14 +682,12 @@ async fn concurrent_writers_do_not_fail() {
     assert_eq!(store.list_resources("TrainingJob", None).await.unwrap().len(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_stores_on_one_file_wait_for_each_other() {
-    // Two pools on one file stand for two processes (server and CLI): the busy timeout and
-    // BEGIN IMMEDIATE make them wait for each other rather than fail.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Store::open_sqlite(&path).await.unwrap();
-    let b = Store::open_sqlite(&path).await.unwrap();
+async fn two_stores_on_one_database_wait_for_each_other(db: &TestDb) {
+    // Two pools on one database stand for two processes (server and CLI): on SQLite the busy
+    // timeout and BEGIN IMMEDIATE, on PostgreSQL the write lock, make them wait for each
+    // other rather than fail.
+    let a = db.store.clone();
+    let b = db.reopen().await;
     let run_id = a.create_run("0", "shared", 0, &[]).await.unwrap().run_id;
     let results = futures(8, |i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -745,4 +704,81 @@ async fn two_stores_on_one_file_wait_for_each_other() {
     assert_eq!(results.len(), 8);
     assert_eq!(b.metric_history(&run_id, "m").await.unwrap().len(), 160);
     assert_eq!(a.list_events(&run_id).await.unwrap().len(), 160);
+}
+
+// ---- every backend ----
+
+/// One test on one backend: `store` and `multi` tests take a store on a fresh database,
+/// `db` and `multi_db` ones the [`TestDb`] (to open more stores on it); `multi*` run on a
+/// multi-threaded runtime.
+macro_rules! backend_test {
+    ($backend:ident store $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let db = TestDb::new(Backend::$backend).await;
+            super::$name(db.store.clone()).await;
+        }
+    };
+    ($backend:ident db $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let db = TestDb::new(Backend::$backend).await;
+            super::$name(&db).await;
+        }
+    };
+    ($backend:ident multi $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let db = TestDb::new(Backend::$backend).await;
+            super::$name(db.store.clone()).await;
+        }
+    };
+    ($backend:ident multi_db $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let db = TestDb::new(Backend::$backend).await;
+            super::$name(&db).await;
+        }
+    };
+}
+
+/// The listed tests, once per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($kind:ident $name:ident;)*) => {
+        mod sqlite {
+            use super::*;
+            use crate::test_db::Backend;
+            $(backend_test!(Sqlite $kind $name);)*
+        }
+        mod postgres {
+            use super::*;
+            use crate::test_db::Backend;
+            $(backend_test!(Postgres $kind $name);)*
+        }
+    };
+}
+
+on_both_backends! {
+    store migration_inserts_default_experiment_zero;
+    store put_resource_created_unchanged_configured;
+    store get_resource_missing_is_none;
+    store set_status_bumps_resource_version_only;
+    store set_status_on_missing_uid_is_not_found;
+    store mark_deleted_then_put_is_refused;
+    store list_resources_by_creation_then_name;
+    store remove_resource_removes_its_events;
+    store repeated_events_fold_into_a_count;
+    store experiments_create_get_and_conflict;
+    store get_or_create_experiment_is_stable;
+    store create_get_update_run;
+    store run_errors;
+    store params_are_immutable;
+    store metric_retry_is_idempotent;
+    store nan_and_infinities_round_trip;
+    store latest_metric_is_highest_step_then_timestamp;
+    store tags_are_mutable_and_everything_sorted;
+    store large_batches_span_several_inserts;
+    multi concurrent_writers_do_not_fail;
+    multi_db two_stores_on_one_database_wait_for_each_other;
+    db data_survives_reopening;
 }

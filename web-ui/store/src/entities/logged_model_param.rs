@@ -1,0 +1,24 @@
+//! Table `logged_model_params`: params of a logged model.
+
+use sea_orm::entity::prelude::*;
+
+/// One param.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "logged_model_params")]
+pub struct Model {
+    /// Logged model.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub model_id: String,
+    /// Key.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub key: String,
+    /// Value.
+    #[sea_orm(column_type = "Text")]
+    pub value: String,
+}
+
+/// Relations (joins are written explicitly in the queries).
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,707 @@
+//! Metric points: the write path of `log_batch` (params, points, latest values, tiles and
+//! tags of a run, with group commit) and the reads of long histories: pages of the full
+//! history and the downsampled bulk-interval view (see [`crate::downsample`]).
+//!
+//! **Group commit.** Concurrent `log_batch` calls share one write transaction: the first
+//! caller to get the writer's turn takes every batch waiting and applies each inside its own
+//! savepoint (a batch that fails — a changed param, an absent run — is rolled back alone
+//! and gets its error), commits once, then answers every caller. Each batch is still all
+//! or nothing, and no caller hears "done" before the commit that holds its batch: only the
+//! cost of beginning and committing (on SQLite, the fsync of synchronous=FULL) is shared.
+//! A caller alone pays no savepoint. The group runs in its own task, so a caller that goes
+//! away (a closed connection) does not cut the others' batches short.
+//!
+//! The statements here are written by hand, with the same text on SQLite and PostgreSQL
+//! (only the placeholders differ), and built before the writer's turn: multi-row inserts of
+//! up to [`POINT_ROWS`] points whose prepared form the driver caches per connection, and an
+//! upsert of tile summaries whose merge (a `CASE` per column) is the SQL form of
+//! [`Summary::merge`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sea_orm::sea_query::{ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryResult,
+    Statement, TransactionTrait, Value,
+};
+use tokio::sync::oneshot;
+
+use crate::downsample::{self, Piece, Sample, Summary};
+use crate::entities::{latest_metric, param, run, tag};
+use crate::{
+    excluded, last_wins, loaded_value, run_not_found, stored_latest, MetricPoint, Result, Store, StoreError,
+    StoredPoint, CHUNK_ROWS,
+};
+
+/// Most batches one group commit applies (the rest wait for the next).
+const MAX_GROUP: usize = 64;
+
+/// Points per multi-row INSERT (6 values each; far below SQLite's and PostgreSQL's limits).
+pub const POINT_ROWS: usize = 1000;
+/// Tiles per multi-row upsert (20 values each).
+const TILE_ROWS: usize = 500;
+
+/// A statement under construction: SQL text plus its values, with the backend's placeholders.
+struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    fn new(backend: DbBackend, text: &str) -> Sql {
+        Sql { backend, text: text.to_owned(), values: Vec::new() }
+    }
+
+    /// Append SQL text.
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Append a placeholder bound to `value`.
+    fn bind(&mut self, value: impl Into<Value>) -> &mut Sql {
+        self.values.push(value.into());
+        match self.backend {
+            DbBackend::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.values.len().to_string());
+            }
+            _ => self.text.push('?'),
+        }
+        self
+    }
+
+    fn statement(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+/// `"run_uuid" = ? AND "key" = ?`.
+fn run_and_key(sql: &mut Sql, run_id: &str, key: &str) {
+    sql.push(r#""run_uuid" = "#).bind(run_id).push(r#" AND "key" = "#).bind(key);
+}
+
+/// A point of a `step, timestamp, value, is_nan` row.
+fn sample_at(row: &QueryResult, first_column: usize) -> Result<Sample> {
+    let value: f64 = row.try_get_by_index(first_column + 2)?;
+    let is_nan: bool = row.try_get_by_index(first_column + 3)?;
+    Ok(Sample {
+        step: row.try_get_by_index(first_column)?,
+        timestamp: row.try_get_by_index(first_column + 1)?,
+        value: loaded_value(value, is_nan),
+    })
+}
+
+fn metric_point(key: &str, s: Sample) -> MetricPoint {
+    MetricPoint { key: key.to_owned(), value: s.value, timestamp: s.timestamp, step: s.step }
+}
+
+/// The columns of a tile's four points, in [`Summary`] order (first, last, min, max).
+const TILE_POINT_COLUMNS: &str = r#""first_step", "first_timestamp", "first_value", "first_is_nan", "last_step", "last_timestamp", "last_value", "last_is_nan", "min_step", "min_timestamp", "min_value", "min_is_nan", "max_step", "max_timestamp", "max_value", "max_is_nan""#;
+
+/// How a stored tile and a proposed one (`excluded`) merge: each point column keeps the
+/// stored value unless the proposed point beats the stored one, by the orders of
+/// [`crate::downsample`] (SQLite and PostgreSQL compare row values lexicographically).
+fn tile_merge_sql() -> String {
+    let ex = |c: &str| format!(r#"excluded."{c}""#);
+    let st = |c: &str| format!(r#""metric_tiles"."{c}""#);
+    let row = |f: &dyn Fn(&str) -> String, cols: &[&str]| {
+        format!("({})", cols.iter().map(|c| f(c)).collect::<Vec<_>>().join(", "))
+    };
+    let first = ["first_step", "first_timestamp", "first_value", "first_is_nan"];
+    let last = ["last_step", "last_timestamp", "last_value", "last_is_nan"];
+    let min_key = ["min_is_nan", "min_value", "min_step", "min_timestamp"];
+    let beats = [
+        ("first", format!("{} < {}", row(&ex, &first), row(&st, &first))),
+        ("last", format!("{} > {}", row(&ex, &last), row(&st, &last))),
+        ("min", format!("{} < {}", row(&ex, &min_key), row(&st, &min_key))),
+        (
+            "max",
+            format!(
+                "{n} < {sn} OR ({n} = {sn} AND ({v} > {sv} OR ({v} = {sv} AND {t} < {stt})))",
+                n = ex("max_is_nan"),
+                sn = st("max_is_nan"),
+                v = ex("max_value"),
+                sv = st("max_value"),
+                t = row(&ex, &["max_step", "max_timestamp"]),
+                stt = row(&st, &["max_step", "max_timestamp"]),
+            ),
+        ),
+    ];
+    let mut sets = Vec::new();
+    for (point, cond) in &beats {
+        for field in ["step", "timestamp", "value", "is_nan"] {
+            let c = format!("{point}_{field}");
+            sets.push(format!(r#""{c}" = CASE WHEN {cond} THEN {} ELSE {} END"#, ex(&c), st(&c)));
+        }
+    }
+    sets.join(", ")
+}
+
+/// The statements that store points of one run: the points (one already stored is skipped,
+/// so a retry stores nothing twice) and the tiles of their steps (the latest values are the
+/// caller's). Built before the write transaction begins, so that the writer is held only for
+/// the database's own work.
+pub(crate) struct PointWrites(Vec<Statement>);
+
+impl PointWrites {
+    /// The statements for `metrics` of `run_id` on `backend`.
+    pub(crate) fn new(backend: DbBackend, run_id: &str, metrics: &[MetricPoint]) -> PointWrites {
+        let mut statements = Vec::new();
+        for chunk in metrics.chunks(POINT_ROWS) {
+            let mut sql = Sql::new(
+                backend,
+                r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") VALUES "#,
+            );
+            sql.values.reserve(chunk.len() * 6);
+            sql.text.reserve(chunk.len() * 40);
+            for (i, m) in chunk.iter().enumerate() {
+                let (value, is_nan) = crate::stored_value(m.value);
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(run_id)
+                    .push(", ")
+                    .bind(m.key.as_str())
+                    .push(", ")
+                    .bind(m.step)
+                    .push(", ")
+                    .bind(m.timestamp)
+                    .push(", ")
+                    .bind(value)
+                    .push(", ")
+                    .bind(is_nan)
+                    .push(")");
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            statements.push(sql.statement());
+        }
+
+        // Tiles: the batch's own summaries per (key, level, tile), merged into the stored ones.
+        let mut by_key: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+        for m in metrics {
+            by_key.entry(m.key.as_str()).or_default().push(Sample {
+                step: m.step,
+                timestamp: m.timestamp,
+                value: m.value,
+            });
+        }
+        let mut tiles: Vec<(&str, u8, i64, Summary)> = Vec::new();
+        for (key, points) in &by_key {
+            tiles.extend(downsample::tiles_of(points).into_iter().map(|(level, tile, s)| (*key, level, tile, s)));
+        }
+        static MERGE: OnceLock<String> = OnceLock::new();
+        let merge = MERGE.get_or_init(tile_merge_sql);
+        for chunk in tiles.chunks(TILE_ROWS) {
+            let mut sql = Sql::new(backend, r#"INSERT INTO "metric_tiles" ("run_uuid", "key", "level", "tile", "#);
+            sql.values.reserve(chunk.len() * 20);
+            sql.push(TILE_POINT_COLUMNS).push(") VALUES ");
+            for (i, &(key, level, tile, s)) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(run_id)
+                    .push(", ")
+                    .bind(key)
+                    .push(", ")
+                    .bind(i16::from(level))
+                    .push(", ")
+                    .bind(tile);
+                for p in [s.first, s.last, s.min, s.max] {
+                    let (value, is_nan) = p.stored();
+                    sql.push(", ")
+                        .bind(p.step)
+                        .push(", ")
+                        .bind(p.timestamp)
+                        .push(", ")
+                        .bind(value)
+                        .push(", ")
+                        .bind(is_nan);
+                }
+                sql.push(")");
+            }
+            sql.push(r#" ON CONFLICT ("run_uuid", "key", "level", "tile") DO UPDATE SET "#).push(merge);
+            statements.push(sql.statement());
+        }
+        PointWrites(statements)
+    }
+
+    /// Run the statements inside `txn`.
+    pub(crate) async fn run(self, txn: &DatabaseTransaction) -> Result<()> {
+        for statement in self.0 {
+            txn.execute_raw(statement).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One `log_batch` call, owned, its statements built: what a group commit applies.
+pub(crate) struct Batch {
+    run_id: String,
+    points: PointWrites,
+    /// The batch's latest point of each key.
+    latest: Vec<(String, StoredPoint)>,
+    /// Params, one per key.
+    params: Vec<(String, String)>,
+    /// Tags, the last value of each key.
+    tags: Vec<(String, String)>,
+}
+
+impl Batch {
+    /// Prepare a batch; ParamChanged if it gives one param two values.
+    pub(crate) fn new(
+        backend: DbBackend,
+        run_id: &str,
+        metrics: &[MetricPoint],
+        params: &[(String, String)],
+        tags: &[(String, String)],
+    ) -> Result<Batch> {
+        let mut unique: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, value) in params {
+            match unique.get(key.as_str()) {
+                Some(&earlier) if earlier != value => {
+                    return Err(StoreError::ParamChanged {
+                        run_id: run_id.to_owned(),
+                        key: key.clone(),
+                        old: earlier.to_owned(),
+                        new: value.clone(),
+                    });
+                }
+                _ => {
+                    unique.insert(key, value);
+                }
+            }
+        }
+        // The latest point of each key by (step, timestamp, value), MLflow's order.
+        let mut latest: BTreeMap<&str, StoredPoint> = BTreeMap::new();
+        for m in metrics {
+            let candidate = StoredPoint::of(m);
+            latest
+                .entry(m.key.as_str())
+                .and_modify(|best| {
+                    if candidate.beats(best) {
+                        *best = candidate;
+                    }
+                })
+                .or_insert(candidate);
+        }
+        Ok(Batch {
+            run_id: run_id.to_owned(),
+            points: PointWrites::new(backend, run_id, metrics),
+            latest: latest.into_iter().map(|(k, p)| (k.to_owned(), p)).collect(),
+            params: unique.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            tags: last_wins(tags),
+        })
+    }
+
+    /// Apply the batch inside `txn`: NotFound if the run is absent, ParamChanged if a param
+    /// has another value already (the caller rolls back then).
+    async fn apply(self, txn: &DatabaseTransaction) -> Result<()> {
+        let run_id = self.run_id.as_str();
+        if run::Entity::find_by_id(self.run_id.clone()).one(txn).await?.is_none() {
+            return Err(run_not_found(run_id));
+        }
+
+        // Params first: a change anywhere means nothing of the batch is written.
+        let mut new_params: BTreeMap<&str, &str> = self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let keys: Vec<&str> = new_params.keys().copied().collect();
+        for chunk in keys.chunks(CHUNK_ROWS) {
+            let stored = param::Entity::find()
+                .filter(param::Column::RunUuid.eq(run_id))
+                .filter(param::Column::Key.is_in(chunk.iter().copied()))
+                .all(txn)
+                .await?;
+            for p in stored {
+                let asked = new_params[p.key.as_str()];
+                if p.value != asked {
+                    return Err(StoreError::ParamChanged {
+                        run_id: run_id.to_owned(),
+                        key: p.key,
+                        old: p.value,
+                        new: asked.to_owned(),
+                    });
+                }
+                new_params.remove(p.key.as_str());
+            }
+        }
+        let new_params: Vec<(&str, &str)> = new_params.into_iter().collect();
+        for chunk in new_params.chunks(CHUNK_ROWS) {
+            param::Entity::insert_many(chunk.iter().map(|&(k, v)| param::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(k.to_owned()),
+                value: ActiveValue::Set(v.to_owned()),
+            }))
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await?;
+        }
+
+        // Every point (one already stored is skipped) and the tiles of their steps.
+        self.points.run(txn).await?;
+
+        // The batch's latest point of each key, kept only where it beats the stored one.
+        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
+            .eq(stored_latest(latest_metric::Column::Step))
+            .and(
+                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
+                    .eq(stored_latest(latest_metric::Column::Timestamp))
+                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
+            ));
+        for chunk in self.latest.chunks(CHUNK_ROWS) {
+            latest_metric::Entity::insert_many(chunk.iter().map(|(key, p)| latest_metric::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(key.clone()),
+                value: ActiveValue::Set(p.value),
+                timestamp: ActiveValue::Set(p.timestamp),
+                step: ActiveValue::Set(p.step),
+                is_nan: ActiveValue::Set(p.is_nan),
+            }))
+            .on_conflict(
+                OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
+                    .update_columns([
+                        latest_metric::Column::Value,
+                        latest_metric::Column::Timestamp,
+                        latest_metric::Column::Step,
+                        latest_metric::Column::IsNan,
+                    ])
+                    .action_and_where(newer.clone())
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        }
+
+        // Tags are mutable: the last value wins.
+        for chunk in self.tags.chunks(CHUNK_ROWS) {
+            tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set(k.clone()),
+                value: ActiveValue::Set(v.clone()),
+            }))
+            .on_conflict(
+                OnConflict::columns([tag::Column::RunUuid, tag::Column::Key])
+                    .update_column(tag::Column::Value)
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A batch waiting for its group, and where its outcome goes.
+type Waiting = (Batch, oneshot::Sender<Result<()>>);
+
+/// The batches waiting to be written, and the writer's turn (see the module docs).
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    waiting: Mutex<Vec<Waiting>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for CommitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitQueue")
+    }
+}
+
+/// An error for every batch of a group that a shared step (begin, commit) failed for.
+fn group_error(e: &StoreError) -> StoreError {
+    StoreError::Db(sea_orm::DbErr::Custom(format!("the write transaction failed: {e}")))
+}
+
+impl Store {
+    /// Write `batch` in a group commit; returns once the transaction holding it committed
+    /// (or with its own error).
+    pub(crate) async fn commit_batch(&self, batch: Batch) -> Result<()> {
+        let (done, mut outcome) = oneshot::channel();
+        self.commits.waiting.lock().unwrap_or_else(|e| e.into_inner()).push((batch, done));
+        loop {
+            if let Ok(result) = outcome.try_recv() {
+                return result;
+            }
+            let turn = self.commits.turn.clone().lock_owned().await;
+            if let Ok(result) = outcome.try_recv() {
+                return result;
+            }
+            let group: Vec<Waiting> = {
+                let mut waiting = self.commits.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                let n = waiting.len().min(MAX_GROUP);
+                waiting.drain(..n).collect()
+            };
+            if group.is_empty() {
+                // Not waiting and not answered: the group that held it was lost.
+                drop(turn);
+                return outcome.await.unwrap_or_else(|_| {
+                    Err(StoreError::Db(sea_orm::DbErr::Custom("the write of this batch was abandoned".into())))
+                });
+            }
+            let store = self.clone();
+            let _ = tokio::spawn(async move {
+                store.write_group(group).await;
+                drop(turn);
+            })
+            .await;
+        }
+    }
+
+    /// One write transaction for `group`, each batch in a savepoint when there are several.
+    async fn write_group(&self, group: Vec<Waiting>) {
+        let txn = match self.begin_write().await {
+            Ok(txn) => txn,
+            Err(e) => {
+                for (_, done) in group {
+                    let _ = done.send(Err(group_error(&e)));
+                }
+                return;
+            }
+        };
+        if group.len() == 1 {
+            let (batch, done) = group.into_iter().next().expect("one batch");
+            let result = match batch.apply(&txn).await {
+                Ok(()) => txn.commit().await.map_err(StoreError::from),
+                Err(e) => {
+                    let _ = txn.rollback().await;
+                    Err(e)
+                }
+            };
+            let _ = done.send(result);
+            return;
+        }
+        let mut outcomes: Vec<(oneshot::Sender<Result<()>>, Result<()>)> = Vec::with_capacity(group.len());
+        let mut broken: Option<StoreError> = None;
+        for (batch, done) in group {
+            if let Some(e) = &broken {
+                outcomes.push((done, Err(group_error(e))));
+                continue;
+            }
+            let savepoint = match txn.begin().await {
+                Ok(sp) => sp,
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    outcomes.push((done, Err(group_error(&e))));
+                    broken = Some(e);
+                    continue;
+                }
+            };
+            match batch.apply(&savepoint).await {
+                Ok(()) => match savepoint.commit().await {
+                    Ok(()) => outcomes.push((done, Ok(()))),
+                    Err(e) => {
+                        let e = StoreError::from(e);
+                        outcomes.push((done, Err(group_error(&e))));
+                        broken = Some(e);
+                    }
+                },
+                Err(e) => {
+                    if let Err(rollback) = savepoint.rollback().await {
+                        broken = Some(StoreError::from(rollback));
+                    }
+                    outcomes.push((done, Err(e)));
+                }
+            }
+        }
+        let committed = match broken {
+            Some(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+            None => txn.commit().await.map_err(StoreError::from),
+        };
+        for (done, result) in outcomes {
+            let result = match (&committed, result) {
+                (Err(e), Ok(())) => Err(group_error(e)),
+                (_, result) => result,
+            };
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// Whether the run exists, read through `conn`.
+async fn run_exists<C: ConnectionTrait>(conn: &C, run_id: &str) -> Result<bool> {
+    let mut sql = Sql::new(conn.get_database_backend(), r#"SELECT 1 FROM "runs" WHERE "run_uuid" = "#);
+    sql.bind(run_id);
+    Ok(conn.query_one_raw(sql.statement()).await?.is_some())
+}
+
+/// Points of one metric of a run with steps in `lo..=hi`, in history order, at most `limit`
+/// after skipping `offset`.
+async fn points_between<C: ConnectionTrait>(
+    conn: &C,
+    run_id: &str,
+    key: &str,
+    (lo, hi): (i64, i64),
+    offset: u64,
+    limit: Option<u64>,
+) -> Result<Vec<Sample>> {
+    let mut sql =
+        Sql::new(conn.get_database_backend(), r#"SELECT "step", "timestamp", "value", "is_nan" FROM "metrics" WHERE "#);
+    run_and_key(&mut sql, run_id, key);
+    if lo > i64::MIN {
+        sql.push(r#" AND "step" >= "#).bind(lo);
+    }
+    if hi < i64::MAX {
+        sql.push(r#" AND "step" <= "#).bind(hi);
+    }
+    sql.push(r#" ORDER BY "step", "timestamp", "value", "is_nan""#);
+    if let Some(limit) = limit {
+        sql.push(" LIMIT ").bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    if offset > 0 {
+        if limit.is_none() {
+            // SQLite accepts OFFSET only after a LIMIT; -1 and NULL mean none.
+            sql.push(if conn.get_database_backend() == DbBackend::Postgres { " LIMIT ALL" } else { " LIMIT -1" });
+        }
+        sql.push(" OFFSET ").bind(i64::try_from(offset).unwrap_or(i64::MAX));
+    }
+    fetch_samples(conn, sql, 1).await
+}
+
+/// The last step of one metric of a run in `lo..=hi`.
+async fn last_step_between<C: ConnectionTrait>(
+    conn: &C,
+    run_id: &str,
+    key: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<i64>> {
+    let mut sql = Sql::new(conn.get_database_backend(), r#"SELECT "step" FROM "metrics" WHERE "#);
+    run_and_key(&mut sql, run_id, key);
+    sql.push(r#" AND "step" >= "#).bind(lo).push(r#" AND "step" <= "#).bind(hi);
+    sql.push(r#" ORDER BY "step" DESC LIMIT 1"#);
+    match conn.query_one_raw(sql.statement()).await? {
+        Some(row) => Ok(Some(row.try_get_by_index(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// The summaries of tiles `first..=last` of `level`.
+async fn tiles_between<C: ConnectionTrait>(
+    conn: &C,
+    run_id: &str,
+    key: &str,
+    level: u8,
+    first: i64,
+    last: i64,
+) -> Result<Vec<Summary>> {
+    let mut sql = Sql::new(conn.get_database_backend(), "SELECT ");
+    sql.push(TILE_POINT_COLUMNS).push(r#" FROM "metric_tiles" WHERE "#);
+    run_and_key(&mut sql, run_id, key);
+    sql.push(r#" AND "level" = "#).bind(i16::from(level));
+    sql.push(r#" AND "tile" >= "#).bind(first).push(r#" AND "tile" <= "#).bind(last);
+    let samples = fetch_samples(conn, sql, 4).await?;
+    Ok(samples.chunks_exact(4).map(|p| Summary { first: p[0], last: p[1], min: p[2], max: p[3] }).collect())
+}
+
+/// The rows of `select` (a SELECT of `per_row` groups of step, timestamp, value and is_nan
+/// columns) as points, `per_row` per row, in the rows' order.
+async fn fetch_samples<C: ConnectionTrait>(conn: &C, select: Sql, per_row: usize) -> Result<Vec<Sample>> {
+    let rows = conn.query_all_raw(select.statement()).await?;
+    let mut out = Vec::with_capacity(rows.len() * per_row);
+    for row in &rows {
+        for i in 0..per_row {
+            out.push(sample_at(row, i * 4)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The downsampled points of one metric of one run (see [`Store::metric_history_bulk_interval`]).
+async fn bulk_interval_one<C: ConnectionTrait>(
+    conn: &C,
+    run_id: &str,
+    key: &str,
+    (lo, hi): (i64, i64),
+    max_results: usize,
+) -> Result<Vec<Sample>> {
+    if lo > hi {
+        return Ok(Vec::new());
+    }
+    // Few enough points: all of them (the probe reads at most one more than asked).
+    let probe = points_between(conn, run_id, key, (lo, hi), 0, Some(max_results as u64 + 1)).await?;
+    if probe.len() <= max_results {
+        return Ok(probe);
+    }
+    let first = probe[0].step;
+    let last = last_step_between(conn, run_id, key, lo, hi).await?.unwrap_or(first);
+    let grid = downsample::Grid::new(first, last, downsample::group_count(max_results));
+    let (start, end) = downsample::cover(lo, hi, first, last, grid.level);
+    let mut groups: Vec<Option<Summary>> = vec![None; grid.group_len()];
+    let mut add = |s: Summary| match &mut groups[grid.group_of(s.first.step)] {
+        Some(g) => g.merge(&s),
+        slot => *slot = Some(s),
+    };
+    for piece in downsample::decompose(start, end, grid.level) {
+        match piece {
+            Piece::Tiles { level, first, last } => {
+                for s in tiles_between(conn, run_id, key, level, first, last).await? {
+                    add(s);
+                }
+            }
+            Piece::Steps { first, last } => {
+                for p in points_between(conn, run_id, key, (first, last), 0, None).await? {
+                    add(Summary::of(p));
+                }
+            }
+        }
+    }
+    let summaries: Vec<Summary> = groups.into_iter().flatten().collect();
+    Ok(downsample::select(&summaries, max_results))
+}
+
+impl Store {
+    /// Downsampled histories of one metric of several runs, for charts
+    /// (`metrics/get-history-bulk-interval`): per run, the points with steps in
+    /// `start_step..=end_step` (each bound optional), all of them when they are at most
+    /// `max_results` (≥ 1), else at most `max_results` chosen by [`downsample::downsample`]
+    /// (evenly spaced step groups, each with its first, last, lowest and highest point).
+    /// Computed from tile summaries: a few hundred rows per run however long the history.
+    /// Each point comes with its run id, by run (in the order given) then history order.
+    /// NotFound if a run is absent.
+    pub async fn metric_history_bulk_interval(
+        &self,
+        run_ids: &[String],
+        key: &str,
+        start_step: Option<i64>,
+        end_step: Option<i64>,
+        max_results: usize,
+    ) -> Result<Vec<(String, MetricPoint)>> {
+        let max_results = max_results.max(1);
+        let range = (start_step.unwrap_or(i64::MIN), end_step.unwrap_or(i64::MAX));
+        // One read transaction: one snapshot for every run.
+        let txn = self.db.begin().await?;
+        let mut out = Vec::new();
+        for run_id in run_ids {
+            if !run_exists(&txn, run_id).await? {
+                return Err(run_not_found(run_id));
+            }
+            let points = bulk_interval_one(&txn, run_id, key, range, max_results).await?;
+            out.extend(points.into_iter().map(|p| (run_id.clone(), metric_point(key, p))));
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// One page of the full history of a metric (`metrics/get-history`): up to `limit` points
+    /// after the first `offset`, in history order (step, timestamp, value), and whether more
+    /// follow. An index range scan: pages of a long history cost the same. NotFound if the
+    /// run is absent.
+    pub async fn metric_history_page(
+        &self,
+        run_id: &str,
+        key: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<MetricPoint>, bool)> {
+        let txn = self.db.begin().await?;
+        if !run_exists(&txn, run_id).await? {
+            return Err(run_not_found(run_id));
+        }
+        let mut points =
+            points_between(&txn, run_id, key, (i64::MIN, i64::MAX), offset, Some(limit.saturating_add(1))).await?;
+        txn.commit().await?;
+        let more = points.len() as u64 > limit;
+        points.truncate(limit as usize);
+        Ok((points.into_iter().map(|p| metric_point(key, p)).collect(), more))
+    }
+}
