@@ -3,13 +3,15 @@
 set -uo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR="$1"
+# Alive and not a zombie (a killed process whose parent is gone may linger as one here).
+alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 for name in kwok controller-manager apiserver etcd; do
     pidfile="$DIR/$name.pid"
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
