@@ -4,7 +4,7 @@
 #   - Debian packages: podman, runc, busybox-static (container and process runtimes), curl,
 #     prometheus (the real Prometheus server the GPU-metrics test scrapes capstan with),
 #     postgresql (the store and tracking suites run on it too; scripts/postgres-setup.sh);
-#   - the Rust toolchain's rustfmt/clippy components;
+#   - checks (does not install) Go, and the Rust toolchain with its rustfmt and clippy;
 #   - Python packages: the real `mlflow` client (mlflow-skinny) the tracking tests drive,
 #     moto's S3-compatible server (scripts/s3-setup.sh) for the artifact tests, and
 #     scikit-learn, pandas and skops for the client's scikit-learn model test.
@@ -37,6 +37,12 @@ if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo is missing: install Rust with rustup (https://rustup.rs) first" >&2
     exit 1
 fi
+for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+        echo "install-deps: cargo $component is missing: rustup component add rustfmt clippy" >&2
+        exit 1
+    fi
+done
 
 MLFLOW_VERSION="${MLFLOW_VERSION:-3.17.2}"
 if ! python3 -c "import mlflow, sys; sys.exit(0 if mlflow.__version__ == '$MLFLOW_VERSION' else 1)" 2>/dev/null; then
