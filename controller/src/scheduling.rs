@@ -57,17 +57,22 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    /// CPU and memory of this machine, read from the OS.
+    /// CPU and memory of this machine, read from the OS once per process (they do not change
+    /// while it runs; the controller builds a node every pass).
     pub fn probe(name: String, gpus: Vec<(u32, String, u64)>) -> LocalNode {
-        let cpu_millis = std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000);
-        let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| {
-                    l.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).map(|kib| kib * 1024)
+        static CAPACITY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        let &(cpu_millis, memory_bytes) = CAPACITY.get_or_init(|| {
+            let cpu_millis = std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000);
+            let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| {
+                        l.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).map(|kib| kib * 1024)
+                    })
                 })
-            })
-            .unwrap_or(0);
+                .unwrap_or(0);
+            (cpu_millis, memory_bytes)
+        });
         LocalNode { name, gpus, cpu_millis, memory_bytes }
     }
 }

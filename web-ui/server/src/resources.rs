@@ -283,17 +283,11 @@ async fn log(
     }
     let tail = Tail { st: st.clone(), r, path, offset: 0, attempt, done: false };
     let stream = futures_util::stream::unfold(tail, |mut t| async move {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         if t.done {
             return None;
         }
         loop {
-            let mut chunk = Vec::new();
-            if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
-                if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
-                    let _ = (&mut f).take(1 << 20).read_to_end(&mut chunk).await;
-                }
-            }
+            let chunk = read_from(&t.path, t.offset, 1 << 20).await;
             if !chunk.is_empty() {
                 t.offset += chunk.len() as u64;
                 return Some((Ok::<Bytes, std::io::Error>(Bytes::from(chunk)), t));
@@ -309,12 +303,7 @@ async fn log(
             };
             if over {
                 // One last read catches what was written just before the end.
-                let mut rest = Vec::new();
-                if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
-                    if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
-                        let _ = f.read_to_end(&mut rest).await;
-                    }
-                }
+                let rest = read_from(&t.path, t.offset, u64::MAX).await;
                 t.done = true;
                 if rest.is_empty() {
                     return None;
@@ -326,4 +315,16 @@ async fn log(
         }
     });
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
+
+/// Up to `limit` bytes of the file from `offset`; empty when it is missing or shorter.
+async fn read_from(path: &std::path::Path, offset: u64, limit: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut out = Vec::new();
+    if let Ok(mut f) = tokio::fs::File::open(path).await {
+        if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+            let _ = f.take(limit).read_to_end(&mut out).await;
+        }
+    }
+    out
 }
