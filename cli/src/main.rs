@@ -2,6 +2,7 @@
 
 mod agent;
 mod client;
+mod controller;
 mod up;
 
 use std::io::Read;
@@ -34,6 +35,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run only the HTTP server (API and tracking), no controller or agent.
     Server(up::ServerArgs),
+    /// Run the Kubernetes controller: reconcile TrainingJobs and Queues into pods on the
+    /// cluster of the kubeconfig (or in-cluster), with leader election.
+    Controller(controller::ControllerArgs),
     /// Create or update resources from YAML or JSON manifests (multi-document).
     Apply {
         /// Manifest file, or - for standard input.
@@ -142,7 +146,8 @@ enum Output {
 
 fn main() {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_));
+    let verbose =
+        matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_) | Command::Controller(_));
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if verbose {
             "info,sqlx=warn,sea_orm=warn".into()
@@ -171,6 +176,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Up(args) => up::up(args).await,
         Command::Agent(args) => agent::run(args, &cli.server, cli.token.clone()).await,
         Command::Server(args) => up::server(args).await,
+        Command::Controller(args) => controller::run(args, cli.token.clone()).await,
         Command::Apply { files, dry_run } => apply(&client, &files, dry_run).await,
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             get(&client, &kind, name.as_deref(), &namespace, all_namespaces, output).await

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use capstan_agent::{Agent, AgentConfig};
 use capstan_controller::standalone;
 use capstan_server::{app, auth, AppState};
@@ -52,9 +52,16 @@ pub struct ServerArgs {
     artifacts_destination: Option<String>,
 }
 
-/// Token for a server reachable beyond loopback: generated and printed once on first start,
-/// kept only as its hash.
+/// Token for a server reachable beyond loopback: `$CAPSTAN_API_TOKEN` when set (the Helm
+/// chart passes one from a Secret, shared with the controller), else generated and printed
+/// once on first start, kept only as its hash.
 fn token_hash(data_dir: &Path, listen: &SocketAddr) -> Result<Option<String>> {
+    if let Ok(t) = std::env::var("CAPSTAN_API_TOKEN") {
+        if t.trim().len() < 16 {
+            bail!("CAPSTAN_API_TOKEN must be at least 16 characters");
+        }
+        return Ok(Some(auth::hash_token(t.trim())));
+    }
     let path = data_dir.join("api-token.sha256");
     if let Ok(h) = std::fs::read_to_string(&path) {
         return Ok(Some(h.trim().to_string()));

@@ -1,9 +1,10 @@
-//! Capstan's controllers. Today: the standalone controller that `capstan up` runs
-//! ([`standalone`]); the Kubernetes controller (kube-rs) joins it with the same core.
+//! Capstan's controllers: the standalone controller that `capstan up` runs ([`standalone`])
+//! and the Kubernetes controller ([`k8s`], kube-rs), over the same core and scheduler.
 //! [`mapping`] translates between the TrainingJob resource and `capstan_core`'s values.
 
 pub mod artifacts;
 pub mod health;
+pub mod k8s;
 pub mod mapping;
 pub mod scheduling;
 pub mod standalone;
@@ -23,4 +24,13 @@ pub enum Error {
     /// A file operation failed.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// A Kubernetes API request failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A watch cache never synced.
+    #[error("the {0} cache did not sync")]
+    Cache(String),
+    /// The tracking server refused or could not be reached.
+    #[error("tracking: {0}")]
+    Tracking(String),
 }

@@ -77,7 +77,7 @@ impl LocalNode {
     }
 }
 
-fn queue_name(spec: &TrainingJobSpec) -> String {
+pub fn queue_name(spec: &TrainingJobSpec) -> String {
     spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string())
 }
 
@@ -86,7 +86,7 @@ fn priority(spec: &TrainingJobSpec) -> i32 {
     spec.priority.unwrap_or(0)
 }
 
-fn shape(spec: &TrainingJobSpec) -> GangShape {
+pub fn shape(spec: &TrainingJobSpec) -> GangShape {
     let res = spec.resources.as_ref();
     GangShape {
         replicas: spec.replicas,
@@ -127,7 +127,7 @@ pub fn queue_def(name: &str, spec: &QueueSpec) -> QueueDef {
 }
 
 /// Whether the job holds its placement (admitted and not finished).
-fn holds(status: &TrainingJobStatus) -> bool {
+pub fn holds(status: &TrainingJobStatus) -> bool {
     matches!(mapping::gang_state(status).phase, Phase::Starting | Phase::Running | Phase::Restarting)
 }
 
@@ -145,7 +145,7 @@ pub fn snapshot(node: &LocalNode, queues: &[(String, QueueSpec)], jobs: &[JobVie
     let product = node.gpus.first().map(|g| g.1.clone()).unwrap_or_default();
     let nodes = vec![Node {
         name: node.name.clone(),
-        product: product.clone(),
+        product,
         gpu_memory_mib: node.gpus.first().map(|g| g.2).unwrap_or(0),
         gpus: node.gpus.iter().map(|g| Gpu { index: g.0, healthy: true }).collect(),
         cpu_millis: node.cpu_millis,
@@ -153,6 +153,19 @@ pub fn snapshot(node: &LocalNode, queues: &[(String, QueueSpec)], jobs: &[JobVie
         topology: Topology { block: "local".into(), rack: "local".into() },
         schedulable: true,
     }];
+    snapshot_of(nodes, queues, jobs, &priority, now)
+}
+
+/// The snapshot of any set of nodes (the Kubernetes controller passes the cluster's). Without
+/// a Queue named `default`, an implicit one owns every GPU of the nodes; `priority` gives a
+/// job's priority (Kubernetes resolves `priorityClassName` through PriorityClass objects).
+pub fn snapshot_of(
+    nodes: Vec<Node>,
+    queues: &[(String, QueueSpec)],
+    jobs: &[JobView],
+    priority: &dyn Fn(&TrainingJobSpec) -> i32,
+    now: i64,
+) -> Snapshot {
     let mut defs: Vec<QueueDef> = queues.iter().map(|(n, s)| queue_def(n, s)).collect();
     if !defs.iter().any(|q| q.name == DEFAULT_QUEUE) {
         defs.push(QueueDef {
@@ -160,7 +173,7 @@ pub fn snapshot(node: &LocalNode, queues: &[(String, QueueSpec)], jobs: &[JobVie
             cohort: None,
             quotas: vec![Quota {
                 product: "*".into(),
-                nominal: node.gpus.len() as u32,
+                nominal: nodes.iter().map(|n| n.gpus.len() as u32).sum(),
                 borrowing_limit: None,
                 lending_limit: None,
             }],
@@ -223,14 +236,25 @@ pub fn decide(s: &Snapshot) -> HashMap<String, JobDecision> {
 /// A Queue's status: GPUs in use per product, jobs pending and admitted.
 pub fn queue_status(name: &str, node: &LocalNode, jobs: &[JobView], previous: &QueueStatus) -> QueueStatus {
     let product = node.gpus.first().map(|g| g.1.clone()).unwrap_or_default();
+    queue_status_of(name, &|_| product.clone(), jobs, previous)
+}
+
+/// A Queue's status over any nodes: `product_of(node)` names the GPU product of a node.
+pub fn queue_status_of(
+    name: &str,
+    product_of: &dyn Fn(&str) -> String,
+    jobs: &[JobView],
+    previous: &QueueStatus,
+) -> QueueStatus {
     let mut usage: BTreeMap<String, u32> = BTreeMap::new();
     let (mut pending, mut admitted) = (0, 0);
     for v in jobs.iter().filter(|v| queue_name(v.spec) == name) {
         if holds(v.status) {
             admitted += 1;
-            let gpus: u32 = v.status.replica_statuses.iter().map(|r| r.gpus.len() as u32).sum();
-            if gpus > 0 {
-                *usage.entry(product.clone()).or_default() += gpus;
+            for r in &v.status.replica_statuses {
+                if !r.gpus.is_empty() {
+                    *usage.entry(product_of(r.node.as_deref().unwrap_or_default())).or_default() += r.gpus.len() as u32;
+                }
             }
         } else if waits(v) {
             pending += 1;

@@ -114,16 +114,16 @@ for i in $(seq 1 120); do
 done
 log "API server ready"
 
-log "kube-controller-manager (garbage collector, namespaces, service accounts)"
+log "kube-controller-manager (garbage collector, namespaces, service accounts, node lifecycle)"
 start controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$DIR/kubeconfig" --authentication-kubeconfig "$DIR/kubeconfig" --authorization-kubeconfig "$DIR/kubeconfig" \
-    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token \
+    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,nodelifecycle \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --leader-elect=false --secure-port "$KCM_PORT" --bind-address 127.0.0.1 \
     --use-service-account-credentials=false
 
-log "kwok for nodes annotated kwok.x-k8s.io/node=fake"
-start kwok "$BIN/kwok" --kubeconfig "$DIR/kubeconfig" \
+log "kwok for nodes annotated kwok.x-k8s.io/node=fake (pod stages: kwok-stages.yaml)"
+start kwok "$BIN/kwok" --kubeconfig "$DIR/kubeconfig" --config "$HERE/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --server-address "127.0.0.1:$KWOK_PORT"
 
@@ -149,7 +149,8 @@ metadata:
     nvidia.com/gpu.product: $GPU_PRODUCT
     nvidia.com/gpu.count: "$GPUS_PER_NODE"
     nvidia.com/gpu.memory: "81559"
-spec: {}
+spec:
+  podCIDR: 10.$((64 + i / 256)).$((i % 256)).0/24
 status:
   capacity: {cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "$GPUS_PER_NODE"}
   allocatable: {cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "$GPUS_PER_NODE"}

@@ -1,0 +1,598 @@
+//! The Kubernetes controller (`capstan controller`) against the real control plane of
+//! tests/cluster/ (etcd, kube-apiserver 1.34, kube-controller-manager, kwok playing the
+//! kubelets of fake 8-GPU nodes; its pod stages end a pod with the exit code named in the
+//! `kwok.capstan.dev/exit-code` annotation, which the controller copies from the job).
+//!
+//! Every controller here runs with the permissions of the Helm chart's ServiceAccount only:
+//! the chart's RBAC is rendered with `helm template`, applied, and the controller's
+//! kubeconfig impersonates `system:serviceaccount:capstan-system:capstan-controller`. So the
+//! suite passing proves the chart's RBAC sufficient.
+//!
+//! Behind the `cluster` feature (scripts/test.sh turns it on); fails, never skips, without
+//! the control plane:
+//!
+//!     eval "$(tests/cluster/up.sh /tmp/capstan-cluster)"
+//!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --features cluster --test kube_controller
+#![cfg(feature = "cluster")]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{capstan_bin, unique_name, workspace_root, Capstan};
+use serde_json::Value;
+
+const CHART_NS: &str = "capstan-system";
+const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
+
+fn kubeconfig() -> PathBuf {
+    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
+        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
+    });
+    PathBuf::from(k)
+}
+
+fn tool(name: &str) -> PathBuf {
+    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
+    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
+    bin
+}
+
+fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(tool(name));
+    cmd.env("KUBECONFIG", kubeconfig()).args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    run_tool("kubectl", args, None)
+}
+
+fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let o = run_tool("kubectl", args, stdin);
+    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn get_json(args: &[&str]) -> Option<Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let o = kubectl(&a);
+    if !o.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&o.stdout).ok()
+}
+
+/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and the
+/// last state `describe` shows. (A guard against hanging, not a timing assertion.)
+fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out waiting for {what}\n{}", describe());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+static SETUP: Once = Once::new();
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Install the CRDs and the chart's RBAC for the controller; write the impersonating
+/// kubeconfig.
+fn setup() -> PathBuf {
+    let imp = std::env::temp_dir().join(format!("capstan-kubeconfig-controller-{}", std::process::id()));
+    SETUP.call_once(|| {
+        let crds = workspace_root().join("helm/capstan/crds");
+        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
+        kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "crd/trainingjobs.capstan.dev"], None);
+        let _ = kubectl(&["create", "namespace", CHART_NS]);
+        let chart = workspace_root().join("helm/capstan");
+        let o = run_tool(
+            "helm",
+            &[
+                "template",
+                "capstan",
+                chart.to_str().unwrap(),
+                "--namespace",
+                CHART_NS,
+                "--show-only",
+                "templates/controller.yaml",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "helm template failed:\n{}", text(&o));
+        // The ServiceAccount and its RBAC; the Deployment would need a real image and kubelet.
+        let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
+            .unwrap()
+            .split("\n---")
+            .filter(|d| !d.contains("kind: Deployment"))
+            .collect();
+        kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+        // The same cluster, as the controller's ServiceAccount.
+        let kc = std::fs::read_to_string(kubeconfig()).unwrap();
+        assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
+        let kc = kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "));
+        std::fs::write(&imp, kc).unwrap();
+        // Sanity: impersonation works and is limited.
+        let can = |verb: &str, res: &str| {
+            let o = Command::new(tool("kubectl"))
+                .env("KUBECONFIG", &imp)
+                .args(["auth", "can-i", verb, res, "-A"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim() == "yes"
+        };
+        assert!(can("create", "pods"), "the chart lets the controller create pods");
+        assert!(!can("create", "secrets"), "the chart must not let the controller touch secrets");
+        assert!(!can("delete", "nodes"), "the chart must not let the controller delete nodes");
+    });
+    imp
+}
+
+/// One test's namespace and controller (serialised: tests share the cluster's 32 GPUs).
+struct Env {
+    ns: String,
+    controller: Option<Child>,
+    log: PathBuf,
+    kubeconfig: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Env {
+    fn new(prefix: &str) -> Env {
+        Env::with_tracking(prefix, None)
+    }
+
+    fn with_tracking(prefix: &str, tracking: Option<&str>) -> Env {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let kubeconfig = setup();
+        let ns = unique_name(prefix);
+        kubectl_ok(&["create", "namespace", &ns], None);
+        let log = std::env::temp_dir().join(format!("{ns}-controller.log"));
+        let mut env = Env { ns, controller: None, log, kubeconfig, _serial: serial };
+        env.controller = Some(env.start_controller(tracking, "0"));
+        env
+    }
+
+    fn start_controller(&self, tracking: Option<&str>, identity: &str) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(capstan_bin());
+        cmd.arg("controller")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--watch-namespace", &self.ns])
+            .args(["--leader-election-namespace", CHART_NS])
+            .args(["--leader-election-lease", &format!("lease-{}", self.ns)])
+            .args(["--identity", &format!("{}-{identity}", self.ns)])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env_remove("KUBECONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(t) = tracking {
+            cmd.args(["--tracking-server", t]);
+        }
+        cmd.spawn().expect("spawn capstan controller")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn apply(&self, yaml: &str) -> String {
+        kubectl_ok(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml))
+    }
+
+    fn job(&self, name: &str) -> Option<Value> {
+        get_json(&["trainingjob", name, "-n", &self.ns])
+    }
+
+    fn pods(&self, job: &str) -> Vec<Value> {
+        get_json(&["pods", "-n", &self.ns, "-l", &format!("capstan.dev/job-name={job}")])
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn describe(&self, job: &str) -> String {
+        let d = kubectl(&["describe", "trainingjob", job, "-n", &self.ns]);
+        let p = kubectl(&["get", "pods", "-n", &self.ns, "-o", "wide"]);
+        let log = self.log();
+        let tail: String =
+            log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        format!("{}\n{}\ncontroller log (tail):\n{tail}", text(&d), text(&p))
+    }
+
+    /// Wait until the job's phase is `phase`; returns the job.
+    fn wait_phase(&self, job: &str, phase: &str) -> Value {
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{job} to be {phase}"),
+            || self.job(job).filter(|j| j["status"]["phase"] == phase),
+            || self.describe(job),
+        )
+    }
+
+    fn wait_pods_running(&self, job: &str, n: usize) -> Vec<Value> {
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{n} running pods of {job}"),
+            || {
+                let pods = self.pods(job);
+                let running: Vec<Value> = pods
+                    .into_iter()
+                    .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                (running.len() == n).then_some(running)
+            },
+            || self.describe(job),
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Delete the namespace while the controller still runs (it removes its finalizers),
+        // and wait, so the next test finds every GPU free.
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn job_yaml(name: &str, replicas: u32, gpus: u32, extra_spec: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: {name}\n  annotations:\n    capstan.dev/test: \"yes\"\n{annotations}spec:\n  image: trainer:1\n  replicas: {replicas}\n  gpusPerReplica: {gpus}\n  command: [\"python\", \"train.py\"]\n{extra_spec}"
+    )
+}
+
+fn exit_after(code: i32, duration: &str) -> String {
+    format!("    kwok.capstan.dev/exit-code: \"{code}\"\n    kwok.capstan.dev/run-duration: \"{duration}\"\n")
+}
+
+fn gpu_limit(pod: &Value) -> String {
+    pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"].as_str().unwrap_or("0").to_string()
+}
+
+fn env_of(pod: &Value, name: &str) -> Option<String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
+}
+
+#[test]
+fn a_gang_runs_on_kwok_gpu_nodes_to_success_and_its_tracking_run_follows() {
+    let capstan = Capstan::start();
+    let env = Env::with_tracking("kc-success", Some(capstan.url()));
+    env.apply(&job_yaml("ok", 2, 4, "", &exit_after(0, "3s")));
+
+    let pods = env.wait_pods_running("ok", 2);
+    for p in &pods {
+        let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
+        assert!(node.starts_with("gpu-node-"), "bound to a kwok GPU node: {p}");
+        assert_eq!(gpu_limit(p), "4");
+        assert_eq!(env_of(p, "MASTER_ADDR").as_deref(), Some(format!("ok-0.ok.{}.svc", env.ns).as_str()));
+        assert_eq!(env_of(p, "WORLD_SIZE").as_deref(), Some("2"));
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "TrainingJob");
+    }
+    // Topology-aware packing: 2 x 4 GPUs fit one 8-GPU node, so the gang shares it.
+    assert_eq!(pods[0]["spec"]["nodeName"], pods[1]["spec"]["nodeName"], "one node for a gang that fits one");
+    let svc = get_json(&["service", "ok", "-n", &env.ns]).expect("the headless Service exists");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+
+    let job = env.wait_phase("ok", "Succeeded");
+    let conds = job["status"]["conditions"].as_array().unwrap();
+    assert!(conds.iter().any(|c| c["type"] == "Succeeded" && c["status"] == "True"), "{job}");
+    let run = job["status"]["trackingRunId"].as_str().expect("a tracking run id").to_string();
+    let (code, body) = capstan.get(&format!("/api/2.0/mlflow/runs/get?run_id={run}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["run"]["info"]["status"], "FINISHED", "{body}");
+    let tags = body["run"]["data"]["tags"].as_array().unwrap();
+    assert!(tags.iter().any(|t| t["key"] == "capstan.dev/namespace" && t["value"] == env.ns.as_str()), "{body}");
+    // kubectl's printer columns.
+    let table = kubectl_ok(&["get", "tj", "-n", &env.ns], None);
+    assert!(table.contains("PHASE") && table.contains("Succeeded"), "{table}");
+    // Events were published.
+    let events = kubectl_ok(&["get", "events", "-n", &env.ns], None);
+    assert!(events.contains("Admitted") && events.contains("Completed"), "{events}");
+}
+
+#[test]
+fn pods_are_created_only_once_the_whole_gang_is_placed() {
+    let env = Env::new("kc-gang");
+    // 3 x 8 GPUs of the 32 run; a gang of 2 x 8 cannot be placed beside them.
+    env.apply(&job_yaml("big", 3, 8, "", ""));
+    env.wait_pods_running("big", 3);
+    env.apply(&job_yaml("second", 2, 8, "", ""));
+    let job = wait_for(
+        Duration::from_secs(60),
+        "second to be pending with a reason",
+        || env.job("second").filter(|j| j["status"]["phase"] == "Pending" && j["status"]["message"].is_string()),
+        || env.describe("second"),
+    );
+    assert!(job["status"]["queuePosition"].as_u64().is_some(), "{job}");
+    // A few passes later there is still not one pod of it: nothing partial.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(env.pods("second").is_empty(), "no pod of a gang that is not wholly placed: {:?}", env.pods("second"));
+    // Free the GPUs: the whole gang starts.
+    kubectl_ok(&["delete", "trainingjob", "big", "-n", &env.ns, "--wait=false"], None);
+    let pods = env.wait_pods_running("second", 2);
+    assert!(pods.iter().all(|p| gpu_limit(p) == "8"));
+    let nodes: std::collections::HashSet<&str> = pods.iter().map(|p| p["spec"]["nodeName"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "two whole nodes");
+}
+
+#[test]
+fn a_failing_replica_restarts_the_gang_until_the_backoff_limit() {
+    let env = Env::new("kc-fail");
+    env.apply(&job_yaml("flaky", 2, 1, "  runPolicy:\n    backoffLimit: 2\n", &exit_after(3, "1s")));
+    let job = env.wait_phase("flaky", "Failed");
+    assert_eq!(job["status"]["restarts"], 2, "{job}");
+    assert_eq!(job["status"]["exitCode"], 3, "{job}");
+    let failed = job["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").cloned();
+    assert!(failed.is_some_and(|c| c["status"] == "True"), "{job}");
+    let events = kubectl_ok(&["get", "events", "-n", &env.ns, "-o", "json"], None);
+    let ev: Value = serde_json::from_str(&events).unwrap();
+    let reasons: Vec<String> =
+        ev["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str().map(str::to_string)).collect();
+    assert!(reasons.iter().any(|r| r == "GangRestart" || r == "Restarting"), "restart events: {reasons:?}");
+}
+
+#[test]
+fn a_high_priority_job_preempts_a_low_priority_one() {
+    let env = Env::new("kc-preempt");
+    let class = format!("{}-high", env.ns);
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: {class}\nvalue: 1000\ndescription: test\n"
+        )),
+    );
+    env.apply(&job_yaml("low", 4, 8, "  priority: 0\n", ""));
+    env.wait_pods_running("low", 4);
+    env.apply(&job_yaml("high", 1, 8, &format!("  priorityClassName: {class}\n"), ""));
+    let high = env.wait_pods_running("high", 1);
+    assert_eq!(gpu_limit(&high[0]), "8");
+    let low = wait_for(
+        Duration::from_secs(60),
+        "low to be preempted and pending",
+        || env.job("low").filter(|j| j["status"]["phase"] == "Pending"),
+        || env.describe("low"),
+    );
+    let pre = low["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Preempted").cloned();
+    assert!(pre.is_some_and(|c| c["status"] == "True"), "{low}");
+    assert_eq!(low["status"]["restarts"], 0, "preemption does not count against backoffLimit: {low}");
+    wait_for(
+        Duration::from_secs(60),
+        "low's pods to be gone",
+        || env.pods("low").is_empty().then_some(()),
+        || env.describe("low"),
+    );
+    let _ = kubectl(&["delete", "priorityclass", &class]);
+}
+
+#[test]
+fn suspend_stops_the_pods_and_resume_starts_them_again() {
+    let env = Env::new("kc-suspend");
+    env.apply(&job_yaml("pausable", 2, 2, "", ""));
+    env.wait_pods_running("pausable", 2);
+    kubectl_ok(
+        &[
+            "patch",
+            "trainingjob",
+            "pausable",
+            "-n",
+            &env.ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runPolicy":{"suspend":true}}}"#,
+        ],
+        None,
+    );
+    env.wait_phase("pausable", "Suspended");
+    wait_for(
+        Duration::from_secs(60),
+        "the suspended job's pods to be gone",
+        || env.pods("pausable").is_empty().then_some(()),
+        || env.describe("pausable"),
+    );
+    kubectl_ok(
+        &[
+            "patch",
+            "trainingjob",
+            "pausable",
+            "-n",
+            &env.ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runPolicy":{"suspend":false}}}"#,
+        ],
+        None,
+    );
+    let pods = env.wait_pods_running("pausable", 2);
+    let attempt = pods[0]["metadata"]["labels"]["capstan.dev/attempt"].as_str().unwrap().to_string();
+    assert_ne!(attempt, "1", "a resumed gang is a new attempt");
+    env.wait_phase("pausable", "Running");
+}
+
+#[test]
+fn deleting_a_job_removes_its_pods_and_then_the_job() {
+    let env = Env::new("kc-delete");
+    env.apply(&job_yaml("doomed", 2, 1, "", ""));
+    env.wait_pods_running("doomed", 2);
+    let job = env.job("doomed").unwrap();
+    assert!(
+        job["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == "capstan.dev/cleanup")),
+        "{job}"
+    );
+    kubectl_ok(&["delete", "trainingjob", "doomed", "-n", &env.ns, "--wait=false"], None);
+    wait_for(
+        Duration::from_secs(60),
+        "the job and its pods to be gone",
+        || (env.job("doomed").is_none() && env.pods("doomed").is_empty()).then_some(()),
+        || env.describe("doomed"),
+    );
+}
+
+#[test]
+fn the_examples_apply_and_every_gang_is_all_or_nothing() {
+    let env = Env::new("kc-examples");
+    // The TrainingJob examples (the Queue example is cluster-scoped and names its own cohort).
+    for f in ["hello-distributed.yaml", "lora-finetune.yaml", "torchrun-ddp.yaml", "deepspeed.yaml"] {
+        let path = workspace_root().join("examples").join(f);
+        kubectl_ok(&["apply", "-n", &env.ns, "-f", path.to_str().unwrap()], None);
+    }
+    let list = get_json(&["trainingjobs", "-n", &env.ns]).expect("list the jobs");
+    let jobs: Vec<String> =
+        list["items"].as_array().unwrap().iter().map(|j| j["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    // 0 + 1 + 16 + 32 GPUs asked of 32: some run, the rest wait, none is half-started.
+    let settled = wait_for(
+        Duration::from_secs(90),
+        "every example to be running or pending with a reason",
+        || {
+            let mut running = 0;
+            for j in &jobs {
+                let job = env.job(j)?;
+                let replicas = job["spec"]["replicas"].as_u64()? as usize;
+                let pods = env.pods(j);
+                match job["status"]["phase"].as_str()? {
+                    "Running" if pods.len() == replicas => running += 1,
+                    "Pending" if pods.is_empty() && job["status"]["message"].is_string() => {}
+                    _ => return None,
+                }
+            }
+            Some(running)
+        },
+        || jobs.iter().map(|j| env.describe(j)).collect::<Vec<_>>().join("\n"),
+    );
+    assert!(settled >= 2, "the small examples run");
+    let all_pods = get_json(&["pods", "-n", &env.ns]).unwrap();
+    for p in all_pods["items"].as_array().unwrap() {
+        assert!(p["spec"]["nodeName"].as_str().is_some_and(|n| n.starts_with("gpu-node-")), "{p}");
+    }
+}
+
+#[test]
+fn one_of_two_controllers_leads_and_the_other_takes_over() {
+    let mut env = Env::new("kc-leader");
+    let second = env.start_controller(None, "1");
+    let lease_name = format!("lease-{}", env.ns);
+    let holder = || {
+        get_json(&["lease", &lease_name, "-n", CHART_NS])
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let first = wait_for(Duration::from_secs(30), "a leader", holder, || env.log());
+    assert!(first.ends_with("-0") || first.ends_with("-1"), "{first}");
+    // Stop the leader; the other takes over once the Lease expires, and reconciles.
+    let mut second = Some(second);
+    if first.ends_with("-0") {
+        let mut c = env.controller.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+        env.controller = second.take();
+    } else {
+        let mut c = second.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let next = wait_for(Duration::from_secs(60), "another leader", || holder().filter(|h| *h != first), || env.log());
+    assert_ne!(next, first);
+    env.apply(&job_yaml("after-failover", 1, 1, "", ""));
+    env.wait_pods_running("after-failover", 1);
+}
+
+#[test]
+fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    setup();
+    let chart = workspace_root().join("helm/capstan");
+    let chart = chart.to_str().unwrap();
+    let o = run_tool("helm", &["lint", chart], None);
+    assert!(o.status.success(), "helm lint:\n{}", text(&o));
+    for set in [
+        vec![],
+        vec![
+            "--set",
+            "server.storage.type=postgres",
+            "--set",
+            "server.storage.postgres.existingSecret=pg",
+            "--set",
+            "server.replicas=2",
+            "--set",
+            "server.ingress.enabled=true",
+        ],
+    ] {
+        let mut args = vec!["template", "capstan", chart, "--namespace", CHART_NS];
+        args.extend(set.iter().copied());
+        let o = run_tool("helm", &args, None);
+        assert!(o.status.success(), "helm template {set:?}:\n{}", text(&o));
+        let rendered = String::from_utf8(o.stdout).unwrap();
+        for kind in ["Deployment", "DaemonSet", "ClusterRole", "Service", "ServiceAccount"] {
+            assert!(rendered.contains(&format!("kind: {kind}")), "{kind} missing");
+        }
+        let applied = run_tool("kubectl", &["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
+        assert!(applied.status.success(), "the API server refused the chart:\n{}", text(&applied));
+    }
+    // values.schema.json and the template's own checks refuse bad values, naming them.
+    let o = run_tool("helm", &["template", "capstan", chart, "--set", "server.storage.type=mysql"], None);
+    assert!(!o.status.success() && text(&o).contains("storage"), "{}", text(&o));
+    let o = run_tool("helm", &["template", "capstan", chart, "--set", "server.replicas=2"], None);
+    assert!(!o.status.success() && text(&o).contains("postgres"), "{}", text(&o));
+}
+
+#[test]
+fn controller_serves_metrics_and_health() {
+    let env = Env::new("kc-metrics");
+    // Find its port from the log? It listens on 127.0.0.1:0: start one with a known port.
+    let port = capstan_e2e::free_port();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-metrics.log", env.ns))).unwrap();
+    let mut c = Command::new(capstan_bin())
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["--watch-namespace", &env.ns, "--leader-election-namespace", CHART_NS])
+        .args(["--leader-election-lease", &format!("metrics-{}", env.ns)])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let body = wait_for(
+        Duration::from_secs(30),
+        "the controller's /metrics with a pass",
+        || {
+            let ready = http.get(format!("{url}/readyz")).send().ok()?.status().is_success();
+            let m = http.get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+            (ready && m.contains("capstan_controller_passes_total")).then_some(m)
+        },
+        String::new,
+    );
+    assert!(body.contains("capstan_controller_leader"), "{body}");
+    assert_eq!(http.get(format!("{url}/healthz")).send().unwrap().status().as_u16(), 200);
+    let _ = c.kill();
+    let _ = c.wait();
+}
