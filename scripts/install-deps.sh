@@ -60,4 +60,16 @@ if ! python3 -c "import moto, flask_cors, sys; sys.exit(0 if moto.__version__ ==
     log "pip install moto[server]==$MOTO_VERSION"
     python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
+# Model serving tests and benchmark (tests/e2e/tests/serving.rs, bench/serving): ONNX models
+# built with onnx, reference outputs from onnxruntime, the real tritonclient and kserve clients
+# (kserve's Python model server is the benchmark's anchor).
+if ! python3 -c "import onnx, onnxruntime, skl2onnx, tritonclient.http, kserve" 2>/dev/null; then
+    log "pip install onnx onnxruntime skl2onnx tritonclient[http] kserve"
+    python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" \
+        "skl2onnx==1.20.0" "tritonclient[http]==2.73.0" "kserve==0.21.0"
+fi
+# Real GitHub webhook payloads for the pipeline trigger tests (npm, cached by version).
+"$(dirname "$0")/webhook-examples-setup.sh" >/dev/null
+# Web UI: chromium, node and playwright-core for the browser tests (tests/e2e/tests/ui.rs).
+"$(dirname "$0")/ui-deps.sh"
 log "ok"

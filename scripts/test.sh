@@ -15,6 +15,9 @@ export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGI
 # PostgreSQL: the store and tracking API suites run once on SQLite and once on it.
 eval "$(scripts/postgres-setup.sh)"
 export CAPSTAN_TEST_POSTGRES_URL
+# Real GitHub webhook payloads (@octokit/webhooks-examples) for tests/e2e/tests/pipelines.rs.
+eval "$(scripts/webhook-examples-setup.sh)"
+export CAPSTAN_WEBHOOK_EXAMPLES
 
 # A real Kubernetes control plane (etcd, kube-apiserver, kwok) built from Go modules, cached.
 eval "$(tests/cluster/up.sh "$STATE/cluster")"
@@ -23,6 +26,8 @@ unset KUBECONFIG
 
 # The Kubernetes controller suite is behind capstan-e2e's `cluster` feature; on here.
 FEATURES="--features capstan-e2e/cluster"
+echo "== web UI bundle (wasm; the build below embeds it)"
+scripts/build-ui.sh
 echo "== build (debug, once)"
 cargo build --workspace --all-targets --locked $FEATURES
 echo "== generated CRDs match the types"

@@ -15,6 +15,7 @@ pub mod container;
 pub mod exporter;
 pub mod gpu;
 pub mod health;
+pub mod node;
 pub mod process;
 pub mod push;
 pub mod telemetry;

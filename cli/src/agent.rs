@@ -53,6 +53,14 @@ pub struct AgentArgs {
     /// Window of the runs' system metrics (one averaged point per GPU per window).
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     system_metrics_interval: Duration,
+    /// On Kubernetes: keep this node's GPU labels (GPU Feature Discovery's), unhealthy-GPU
+    /// annotation, condition and taint current. Uses --kubeconfig, else the in-cluster
+    /// service account; the node is --node-name.
+    #[arg(long, env = "CAPSTAN_AGENT_KUBERNETES")]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes (default: in-cluster, $KUBECONFIG, ~/.kube/config).
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// "1s", "500ms", "2m", "1h", or a bare number of seconds; 100 ms to 1 h.
@@ -176,10 +184,21 @@ pub async fn run(args: AgentArgs, server: &str, token: Option<String>) -> Result
         args.sample_interval,
         args.push_interval
     );
+    let marker = if args.kubernetes {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = crate::controller::client(args.kubeconfig.as_ref()).await?;
+        println!("marking Kubernetes node {node} with its GPUs' labels and health");
+        Some(tokio::spawn(crate::node_marker::run(client, node.clone(), tel.clone(), stop_rx.clone())))
+    } else {
+        None
+    };
     let loops = tokio::spawn(telemetry::run(tel.clone(), Arc::new(HttpSink::new(server, token)), stop_rx));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = loops.await;
+    if let Some(m) = marker {
+        let _ = m.await;
+    }
     if let Some(m) = metrics {
         m.await??;
     }

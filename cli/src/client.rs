@@ -79,6 +79,21 @@ impl Client {
         .await
     }
 
+    /// POST a JSON body to `path` (from the server root, e.g. `/api/v1/...`).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.req(reqwest::Method::POST, path).json(body)).await
+    }
+
+    /// DELETE `path` (from the server root).
+    pub async fn delete_path(&self, path: &str) -> Result<Value> {
+        self.send(self.req(reqwest::Method::DELETE, path)).await
+    }
+
+    /// GET `path` (from the server root).
+    pub async fn get_path(&self, path: &str) -> Result<Value> {
+        self.send(self.req(reqwest::Method::GET, path)).await
+    }
+
     pub async fn list(&self, plural: &str, ns: Option<&str>) -> Result<Value> {
         self.send(self.req(reqwest::Method::GET, &Self::path(plural, ns, None))).await
     }

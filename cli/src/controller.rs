@@ -43,9 +43,14 @@ pub struct ControllerArgs {
     /// Jobs reconciled at once within a pass.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Image with the `capstan` binary that ModelDeployments of the builtin runtime run
+    /// (`capstan serve`).
+    #[arg(long, env = "CAPSTAN_SERVING_IMAGE", default_value = concat!("capstan:", env!("CARGO_PKG_VERSION")))]
+    serving_image: String,
 }
 
-async fn client(path: Option<&PathBuf>) -> Result<kube::Client> {
+/// A client from a kubeconfig file, else the usual inference (in-cluster, $KUBECONFIG).
+pub async fn client(path: Option<&PathBuf>) -> Result<kube::Client> {
     let config = match path {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p).with_context(|| format!("reading {}", p.display()))?;
@@ -88,6 +93,7 @@ pub async fn run(args: ControllerArgs, token: Option<String>) -> Result<i32> {
         server: args.tracking_server.clone(),
         server_token: token,
         concurrency: args.concurrency,
+        serving_image: args.serving_image.clone(),
     };
     let ctx = k8s::start(client.clone(), settings.clone(), metrics.clone()).await?;
     metrics.ready.store(true, Ordering::Release);

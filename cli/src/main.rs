@@ -3,6 +3,9 @@
 mod agent;
 mod client;
 mod controller;
+mod node_marker;
+mod pipelines;
+mod serve;
 mod up;
 
 use std::io::Read;
@@ -38,6 +41,9 @@ enum Command {
     /// Run the Kubernetes controller: reconcile TrainingJobs and Queues into pods on the
     /// cluster of the kubeconfig (or in-cluster), with leader election.
     Controller(controller::ControllerArgs),
+    /// Serve an ONNX model over the Open Inference Protocol v2 (REST): from a path, an
+    /// object-store URI or the registry (models:/name@alias, models:/name/3).
+    Serve(serve::ServeArgs),
     /// Create or update resources from YAML or JSON manifests (multi-document).
     Apply {
         /// Manifest file, or - for standard input.
@@ -108,6 +114,12 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
     Crds,
+    /// Secrets (webhook keys): create from literals, delete. `get secrets` lists names and keys.
+    #[command(subcommand)]
+    Secret(pipelines::SecretCommand),
+    /// Pipelines: start a run by hand.
+    #[command(subcommand)]
+    Pipeline(pipelines::PipelineCommand),
     /// Benchmarks that live with the code (results: BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -177,6 +189,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Agent(args) => agent::run(args, &cli.server, cli.token.clone()).await,
         Command::Server(args) => up::server(args).await,
         Command::Controller(args) => controller::run(args, cli.token.clone()).await,
+        Command::Serve(args) => serve::run(args, &cli.server, cli.token.clone()).await,
         Command::Apply { files, dry_run } => apply(&client, &files, dry_run).await,
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             get(&client, &kind, name.as_deref(), &namespace, all_namespaces, output).await
@@ -197,6 +210,8 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string(&capstan_scheduler::bench::run(cfg))?);
             Ok(0)
         }
+        Command::Secret(cmd) => pipelines::secret(&client, cmd).await,
+        Command::Pipeline(cmd) => pipelines::pipeline(&client, cmd).await,
         Command::Crds => {
             for crd in capstan_crds::crds() {
                 print!("---\n{}", serde_yaml_ng::to_string(&crd)?);
@@ -272,6 +287,9 @@ fn plural(kind: &str) -> Result<&'static str> {
     match kind.to_ascii_lowercase().as_str() {
         "trainingjobs" | "trainingjob" | "tj" => Ok("trainingjobs"),
         "queues" | "queue" | "cq" => Ok("queues"),
+        "pipelines" | "pipeline" | "pl" => Ok("pipelines"),
+        "pipelineruns" | "pipelinerun" | "plr" => Ok("pipelineruns"),
+        "modeldeployments" | "modeldeployment" | "mdep" => Ok("modeldeployments"),
         other => bail!("unknown resource type \"{other}\": use trainingjobs (tj) or queues (cq)"),
     }
 }
@@ -364,8 +382,18 @@ async fn get(
     all_ns: bool,
     output: Option<Output>,
 ) -> Result<i32> {
+    if matches!(output, None | Some(Output::Wide)) || kind.starts_with("secret") {
+        if let Some(rows) = pipelines::get_table(client, kind, name, ns, all_ns).await? {
+            if rows.len() > 1 {
+                print!("{}", table(rows));
+            } else {
+                eprintln!("No resources found.");
+            }
+            return Ok(0);
+        }
+    }
     let plural = plural(kind)?;
-    let namespaced = plural == "trainingjobs";
+    let namespaced = plural != "queues";
     let body = match name {
         Some(n) => client.get_one(plural, namespaced.then_some(ns), n).await?,
         None => client.list(plural, (namespaced && !all_ns).then_some(ns)).await?,
@@ -395,6 +423,10 @@ async fn get(
 }
 
 async fn describe(client: &client::Client, kind: &str, name: &str, ns: &str) -> Result<i32> {
+    if let Some(text) = pipelines::describe(client, kind, name, ns).await? {
+        print!("{text}");
+        return Ok(0);
+    }
     let plural = plural(kind)?;
     let namespaced = plural == "trainingjobs";
     let obj = client.get_one(plural, namespaced.then_some(ns), name).await?;

@@ -3,9 +3,12 @@
 //! [`mapping`] translates between the TrainingJob resource and `capstan_core`'s values.
 
 pub mod artifacts;
+pub mod deployments;
 pub mod health;
 pub mod k8s;
 pub mod mapping;
+pub mod pipeline_plan;
+pub mod pipelines;
 pub mod scheduling;
 pub mod standalone;
 

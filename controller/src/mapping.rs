@@ -190,6 +190,32 @@ pub fn write_status(status: &mut TrainingJobStatus, s: &GangState, replicas: Vec
     }
 }
 
+/// The status a pass writes: `status` with the lifecycle's new `state` and, for the current
+/// attempt, each replica's slot and what was observed of it (both backends write this).
+pub fn next_status(
+    status: &TrainingJobStatus,
+    spec: &TrainingJobSpec,
+    state: &GangState,
+    observed: &[capstan_core::lifecycle::Observed],
+    now: i64,
+) -> TrainingJobStatus {
+    let current: std::collections::BTreeMap<u32, &capstan_core::ReplicaObs> =
+        observed.iter().filter(|o| o.attempt == state.attempt).map(|o| (o.index, &o.state)).collect();
+    let replicas = if state.placement.is_empty() {
+        Vec::new()
+    } else {
+        (0..spec.replicas)
+            .map(|i| replica_status(i, state.placement.get(i as usize), current.get(&i).copied()))
+            .collect()
+    };
+    let mut new_status = status.clone();
+    write_status(&mut new_status, state, replicas, now);
+    if state.phase != Phase::Pending {
+        new_status.queue_position = None;
+    }
+    new_status
+}
+
 /// A replica's status from its slot and what the agent observed.
 pub fn replica_status(index: u32, slot: Option<&Slot>, obs: Option<&capstan_core::ReplicaObs>) -> ReplicaStatus {
     use capstan_core::ReplicaObs;

@@ -7,7 +7,7 @@
 //! `capstan_core` (lifecycle and FIFO admission); this module only reads the store and the
 //! agent, and carries out the actions. Status is written once per pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,8 +80,18 @@ fn now() -> i64 {
 
 /// One pass over every job.
 pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
+    // Pipeline runs (their steps' TrainingJobs are made here, so this pass starts them) and
+    // poll triggers; a failure there never blocks the jobs.
+    if let Err(e) = crate::pipelines::reconcile_all(&ctx.store).await {
+        tracing::warn!(error = %e, "pipeline pass failed; retrying on the next tick");
+    }
     let jobs = ctx.store.list_resources(KIND, None).await?;
     let found = ctx.agent.list().await?;
+    // ModelDeployments run their own replicas (`deployments`); the job pass leaves them be.
+    if let Err(e) = crate::deployments::reconcile_all(ctx, &found).await {
+        tracing::warn!(error = %e, "model deployment pass failed; retrying on the next tick");
+    }
+    let found: Vec<FoundReplica> = found.into_iter().filter(|f| !crate::deployments::owns(&f.job_uid)).collect();
     let mut by_job: HashMap<String, Vec<(FoundReplica, ReplicaObs)>> = HashMap::new();
     for f in found {
         let obs = match ctx.agent.observe(&f.handle).await {
@@ -296,20 +306,7 @@ pub async fn reconcile(
     }
 
     // Write the status once.
-    let current: BTreeMap<u32, &ReplicaObs> =
-        observed.iter().filter(|o| o.attempt == plan.state.attempt).map(|o| (o.index, &o.state)).collect();
-    let replicas = if plan.state.placement.is_empty() {
-        Vec::new()
-    } else {
-        (0..spec.replicas)
-            .map(|i| mapping::replica_status(i, plan.state.placement.get(i as usize), current.get(&i).copied()))
-            .collect()
-    };
-    let mut new_status = status.clone();
-    mapping::write_status(&mut new_status, &plan.state, replicas, now);
-    if plan.state.phase != Phase::Pending {
-        new_status.queue_position = None;
-    }
+    let new_status = mapping::next_status(&status, spec, &plan.state, &observed, now);
     let new_value = serde_json::to_value(&new_status)?;
     if new_value != job.status {
         ctx.store.set_status(&job.uid, &new_value).await?;

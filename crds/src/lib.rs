@@ -9,11 +9,17 @@ pub mod common;
 pub mod manifest;
 // kube's `printcolumn(type_ = ...)` repeats keys that clippy takes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
+pub mod modeldeployment;
+#[allow(clippy::duplicated_attributes)]
+pub mod pipeline;
+#[allow(clippy::duplicated_attributes)]
 pub mod queue;
 #[allow(clippy::duplicated_attributes)]
 pub mod trainingjob;
 
 pub use common::{Condition, EnvVar};
+pub use modeldeployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
+pub use pipeline::{Pipeline, PipelineRun, PipelineRunSpec, PipelineRunStatus, PipelineSpec};
 pub use queue::{Queue, QueueSpec, QueueStatus};
 pub use trainingjob::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 
@@ -28,7 +34,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD Capstan installs, in a stable order.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![TrainingJob::crd(), Queue::crd()]
+    vec![TrainingJob::crd(), Queue::crd(), Pipeline::crd(), PipelineRun::crd(), ModelDeployment::crd()]
 }
 
 #[cfg(test)]
@@ -115,7 +121,16 @@ mod tests {
     fn crds_are_in_the_capstan_group() {
         let crds = super::crds();
         let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-        assert_eq!(names, ["trainingjobs.capstan.dev", "queues.capstan.dev"]);
+        assert_eq!(
+            names,
+            [
+                "trainingjobs.capstan.dev",
+                "queues.capstan.dev",
+                "pipelines.capstan.dev",
+                "pipelineruns.capstan.dev",
+                "modeldeployments.capstan.dev"
+            ]
+        );
         for crd in &crds {
             assert_eq!(crd.spec.group, super::GROUP);
             assert!(crd.spec.versions.iter().any(|v| v.name == super::VERSION && v.served && v.storage));

@@ -69,6 +69,12 @@ pub enum Resource {
     TrainingJob(crate::TrainingJob),
     /// A Queue.
     Queue(crate::Queue),
+    /// A Pipeline.
+    Pipeline(crate::Pipeline),
+    /// A PipelineRun.
+    PipelineRun(crate::PipelineRun),
+    /// A ModelDeployment.
+    ModelDeployment(crate::ModelDeployment),
 }
 
 impl Resource {
@@ -77,6 +83,9 @@ impl Resource {
         match self {
             Resource::TrainingJob(_) => "TrainingJob",
             Resource::Queue(_) => "Queue",
+            Resource::Pipeline(_) => "Pipeline",
+            Resource::PipelineRun(_) => "PipelineRun",
+            Resource::ModelDeployment(_) => "ModelDeployment",
         }
     }
 
@@ -85,6 +94,9 @@ impl Resource {
         let meta = match self {
             Resource::TrainingJob(j) => &j.metadata,
             Resource::Queue(q) => &q.metadata,
+            Resource::Pipeline(p) => &p.metadata,
+            Resource::PipelineRun(r) => &r.metadata,
+            Resource::ModelDeployment(d) => &d.metadata,
         };
         meta.name.as_deref().unwrap_or_default()
     }
@@ -95,6 +107,9 @@ impl Resource {
         match self {
             Resource::TrainingJob(j) => Some(j.metadata.namespace.as_deref().unwrap_or("default")),
             Resource::Queue(_) => None,
+            Resource::Pipeline(p) => Some(p.metadata.namespace.as_deref().unwrap_or("default")),
+            Resource::PipelineRun(r) => Some(r.metadata.namespace.as_deref().unwrap_or("default")),
+            Resource::ModelDeployment(d) => Some(d.metadata.namespace.as_deref().unwrap_or("default")),
         }
     }
 }
@@ -803,15 +818,21 @@ fn segment_starts(path: &str) -> Vec<usize> {
 enum Kind {
     TrainingJob,
     Queue,
+    Pipeline,
+    PipelineRun,
+    ModelDeployment,
 }
 
-const KINDS: &str = "TrainingJob, Queue";
+const KINDS: &str = "TrainingJob, Queue, Pipeline, PipelineRun, ModelDeployment";
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::TrainingJob => "TrainingJob",
             Kind::Queue => "Queue",
+            Kind::Pipeline => "Pipeline",
+            Kind::PipelineRun => "PipelineRun",
+            Kind::ModelDeployment => "ModelDeployment",
         }
     }
 }
@@ -823,6 +844,9 @@ static SCHEMAS: LazyLock<HashMap<&'static str, Value>> = LazyLock::new(|| {
         let kind: &'static str = match crd.spec.names.kind.as_str() {
             "TrainingJob" => "TrainingJob",
             "Queue" => "Queue",
+            "Pipeline" => "Pipeline",
+            "PipelineRun" => "PipelineRun",
+            "ModelDeployment" => "ModelDeployment",
             _ => continue,
         };
         let schema = crd
@@ -900,6 +924,9 @@ pub fn validate(doc: &Document) -> Result<Resource, Vec<FieldError>> {
     let kind = match root.get("kind") {
         Some(Value::String(k)) if k == "TrainingJob" => Some(Kind::TrainingJob),
         Some(Value::String(k)) if k == "Queue" => Some(Kind::Queue),
+        Some(Value::String(k)) if k == "Pipeline" => Some(Kind::Pipeline),
+        Some(Value::String(k)) if k == "PipelineRun" => Some(Kind::PipelineRun),
+        Some(Value::String(k)) if k == "ModelDeployment" => Some(Kind::ModelDeployment),
         None => {
             errors.push("kind", format!("required: one of {KINDS}"));
             None
@@ -961,7 +988,21 @@ pub fn validate(doc: &Document) -> Result<Resource, Vec<FieldError>> {
     let typed = match kind {
         Kind::TrainingJob => serde_path_to_error::deserialize(object).map(Resource::TrainingJob),
         Kind::Queue => serde_path_to_error::deserialize(object).map(Resource::Queue),
+        Kind::Pipeline => serde_path_to_error::deserialize(object).map(Resource::Pipeline),
+        Kind::PipelineRun => serde_path_to_error::deserialize(object).map(Resource::PipelineRun),
+        Kind::ModelDeployment => serde_path_to_error::deserialize(object).map(Resource::ModelDeployment),
     };
+    // 6. What a schema cannot say: a Pipeline's DAG and `when` expressions.
+    if let Ok(Resource::Pipeline(p)) = &typed {
+        let problems = crate::pipeline::check_spec(&p.spec, "spec");
+        if !problems.is_empty() {
+            for p in problems {
+                errors.push(p.path, p.message);
+            }
+            errors.list.sort_by_key(|e| e.line);
+            return Err(errors.list);
+        }
+    }
     typed.map_err(|e| {
         let path = match e.path().to_string() {
             p if p == "." => String::new(),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Stops the control plane started by up.sh in DIR (kwok, controller manager, API server, etcd).
+# Stops the control plane started by up.sh in DIR (kwok, scheduler, controller manager, API server, etcd).
 set -uo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR="$1"
 # Alive and not a zombie (a killed process whose parent is gone may linger as one here).
 alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-for name in kwok controller-manager apiserver etcd; do
+for name in kwok scheduler controller-manager apiserver etcd; do
     pidfile="$DIR/$name.pid"
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")

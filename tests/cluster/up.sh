@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a real Kubernetes control plane for the tests, built from published Go modules
-# (see build.sh): etcd, kube-apiserver, kube-controller-manager (garbage collector,
+# (see build.sh): etcd, kube-apiserver, kube-scheduler, kube-controller-manager (garbage collector,
 # namespaces, service accounts) and kwok, which plays the kubelets of NODES fake 8-GPU nodes
 # spread over racks and blocks.
 #
@@ -37,6 +37,7 @@ ln -sf "$BIN/helm" "$DIR/bin/helm"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); KWOK_PORT=$(free_port)
+SCHED_PORT=$(free_port)
 
 # --- PKI: a CA, the API server's serving certificate (127.0.0.1, localhost), service-account keys,
 # and a static cluster-admin token.
@@ -114,13 +115,18 @@ for i in $(seq 1 120); do
 done
 log "API server ready"
 
-log "kube-controller-manager (garbage collector, namespaces, service accounts, node lifecycle)"
+log "kube-controller-manager (garbage collector, namespaces, service accounts, node lifecycle, deployments)"
 start controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$DIR/kubeconfig" --authentication-kubeconfig "$DIR/kubeconfig" --authorization-kubeconfig "$DIR/kubeconfig" \
-    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,nodelifecycle \
+    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,nodelifecycle,deployment,replicaset \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --leader-elect=false --secure-port "$KCM_PORT" --bind-address 127.0.0.1 \
     --use-service-account-credentials=false
+
+log "kube-scheduler (places pods that do not name their node: Deployments' replicas)"
+start scheduler "$BIN/kube-scheduler" \
+    --kubeconfig "$DIR/kubeconfig" --authentication-kubeconfig "$DIR/kubeconfig" --authorization-kubeconfig "$DIR/kubeconfig" \
+    --leader-elect=false --secure-port "$SCHED_PORT" --bind-address 127.0.0.1
 
 log "kwok for nodes annotated kwok.x-k8s.io/node=fake (pod stages: kwok-stages.yaml)"
 start kwok "$BIN/kwok" --kubeconfig "$DIR/kubeconfig" --config "$HERE/kwok-stages.yaml" \

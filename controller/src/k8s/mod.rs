@@ -16,6 +16,8 @@
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod pipelines;
+pub mod serving;
 pub mod tracking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,10 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capstan_core::lifecycle::{self, Action, EventType, Observed, PassInput, Phase};
+use capstan_crds::modeldeployment::ModelDeployment;
+use capstan_crds::pipeline::{Pipeline, PipelineRun};
 use capstan_crds::queue::Queue;
 use capstan_crds::trainingjob::{Rendezvous, ResumePolicy, Runtime, TrainingJob, TrainingJobStatus};
 use capstan_store::StoredResource;
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -43,6 +48,25 @@ use crate::Error;
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "capstan-controller";
+/// How often a waiting job's changing wait reason and queue position are rewritten.
+pub const WAITING_REFRESH: Duration = Duration::from_secs(10);
+
+/// Whether two statuses differ only in what a waiting job's wait reason carries (the message,
+/// the queue position, the Admitted condition's message): the phase and everything else equal.
+pub fn only_wait_details_differ(a: &TrainingJobStatus, b: &TrainingJobStatus) -> bool {
+    let strip = |s: &TrainingJobStatus| {
+        let mut s = s.clone();
+        s.message = None;
+        s.queue_position = None;
+        for c in &mut s.conditions {
+            c.message.clear();
+            c.last_transition_time.clear();
+        }
+        s
+    };
+    a.phase == b.phase && strip(a) == strip(b)
+}
+
 /// Finalizer that makes deletion stop the pods first.
 pub const FINALIZER: &str = "capstan.dev/cleanup";
 
@@ -65,6 +89,8 @@ pub struct Settings {
     pub server_token: Option<String>,
     /// Jobs reconciled at once within a pass.
     pub concurrency: usize,
+    /// Image holding the `capstan` binary, for ModelDeployments' builtin runtime.
+    pub serving_image: String,
 }
 
 /// Everything a pass needs.
@@ -84,6 +110,16 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// Cached PriorityClasses (priorityClassName -> value).
     pub priority_classes: Store<PriorityClass>,
+    /// Cached ModelDeployments.
+    pub model_deployments: Store<ModelDeployment>,
+    /// Cached apps/v1 Deployments of ModelDeployments.
+    pub kube_deployments: Store<Deployment>,
+    /// How serving pods run.
+    pub serving: serving::ServingSettings,
+    /// Cached Pipelines.
+    pub pipelines: Store<Pipeline>,
+    /// Cached PipelineRuns.
+    pub pipeline_runs: Store<PipelineRun>,
     /// Publishes events.
     pub recorder: Recorder,
     /// Creates tracking runs.
@@ -93,6 +129,10 @@ pub struct Context {
     /// Status this controller last wrote, by uid, with the resourceVersion it produced: the
     /// cache may lag behind our own writes, and a pass must not act on an older status.
     pub written: Arc<Mutex<HashMap<String, (u64, TrainingJobStatus)>>>,
+    /// When each waiting job's status was last written: a wait reason that only changes its
+    /// numbers ("5 free" → "3 free", the queue position) is rewritten at most every
+    /// [`WAITING_REFRESH`], so a thousand waiting jobs do not cost a thousand writes a pass.
+    pub waiting_written: Arc<Mutex<HashMap<String, Instant>>>,
     /// Pokes a pass.
     pub wake: Arc<Notify>,
 }
@@ -105,7 +145,12 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn job_api(client: &Client, ns: &Option<String>) -> Api<TrainingJob> {
+/// An API over one namespace, or every namespace.
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -138,18 +183,32 @@ pub async fn start(client: Client, settings: Settings, metrics: Arc<metrics::Met
             reader
         }};
     }
-    let jobs = reflect!(job_api(&client, &settings.namespace), watcher::Config::default().any_semantic());
+    let jobs = reflect!(scoped::<TrainingJob>(&client, &settings.namespace), watcher::Config::default().any_semantic());
     let queues = reflect!(Api::<Queue>::all(client.clone()), watcher::Config::default().any_semantic());
     let pods = reflect!(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic());
     let nodes = reflect!(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic());
     let priority_classes =
         reflect!(Api::<PriorityClass>::all(client.clone()), watcher::Config::default().any_semantic());
+    let model_deployments =
+        reflect!(scoped::<ModelDeployment>(&client, &settings.namespace), watcher::Config::default().any_semantic());
+    let pipelines =
+        reflect!(scoped::<Pipeline>(&client, &settings.namespace), watcher::Config::default().any_semantic());
+    let pipeline_runs =
+        reflect!(scoped::<PipelineRun>(&client, &settings.namespace), watcher::Config::default().any_semantic());
+    let kube_deployments = reflect!(
+        scoped::<Deployment>(&client, &settings.namespace),
+        watcher::Config::default().labels(serving::LABEL_DEPLOYMENT).any_semantic()
+    );
     for (what, ready) in [
         ("trainingjobs", jobs.wait_until_ready().await.is_ok()),
         ("queues", queues.wait_until_ready().await.is_ok()),
         ("pods", pods.wait_until_ready().await.is_ok()),
         ("nodes", nodes.wait_until_ready().await.is_ok()),
         ("priorityclasses", priority_classes.wait_until_ready().await.is_ok()),
+        ("modeldeployments", model_deployments.wait_until_ready().await.is_ok()),
+        ("deployments", kube_deployments.wait_until_ready().await.is_ok()),
+        ("pipelines", pipelines.wait_until_ready().await.is_ok()),
+        ("pipelineruns", pipeline_runs.wait_until_ready().await.is_ok()),
     ] {
         if !ready {
             return Err(Error::Cache(what.into()));
@@ -160,6 +219,7 @@ pub async fn start(client: Client, settings: Settings, metrics: Arc<metrics::Met
         Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) },
     );
     let tracking = settings.server.as_ref().map(|s| tracking::Tracking::new(s, settings.server_token.clone()));
+    let serving = serving::ServingSettings { image: settings.serving_image.clone(), server: settings.server.clone() };
     Ok(Context {
         client,
         settings,
@@ -168,10 +228,16 @@ pub async fn start(client: Client, settings: Settings, metrics: Arc<metrics::Met
         pods,
         nodes,
         priority_classes,
+        model_deployments,
+        kube_deployments,
+        serving,
+        pipelines,
+        pipeline_runs,
         recorder,
         tracking,
         metrics,
         written: Arc::default(),
+        waiting_written: Arc::default(),
         wake,
     })
 }
@@ -347,7 +413,8 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
             api.patch_status(&q.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         }
     }
-    Ok(())
+    pipelines::reconcile_all(ctx).await?;
+    serving::reconcile_all(ctx).await
 }
 
 async fn publish(ctx: &Context, job: &TrainingJob, type_: EventType, reason: &str, message: &str) {
@@ -366,7 +433,7 @@ async fn publish(ctx: &Context, job: &TrainingJob, type_: EventType, reason: &st
     }
 }
 
-fn ignore_status(r: Result<(), kube::Error>, code: u16) -> Result<(), kube::Error> {
+pub(crate) fn ignore_status(r: Result<(), kube::Error>, code: u16) -> Result<(), kube::Error> {
     match r {
         Err(kube::Error::Api(e)) if e.code == code => Ok(()),
         other => other,
@@ -534,6 +601,7 @@ pub async fn reconcile(
     }
     if finished {
         ctx.written.lock().expect("written lock").remove(&uid);
+        ctx.waiting_written.lock().expect("waiting lock").remove(&uid);
         return Ok(());
     }
 
@@ -554,21 +622,16 @@ pub async fn reconcile(
     }
 
     // The status, once.
-    let current: BTreeMap<u32, &capstan_core::ReplicaObs> =
-        observed.iter().filter(|o| o.attempt == plan.state.attempt).map(|o| (o.index, &o.state)).collect();
-    let replicas = if plan.state.placement.is_empty() {
-        Vec::new()
-    } else {
-        (0..spec.replicas)
-            .map(|i| mapping::replica_status(i, plan.state.placement.get(i as usize), current.get(&i).copied()))
-            .collect()
-    };
-    let mut new_status = status.clone();
-    mapping::write_status(&mut new_status, &plan.state, replicas, now);
-    if plan.state.phase != Phase::Pending {
-        new_status.queue_position = None;
-    }
-    if Some(&new_status) != job.status.as_ref() || new_status != effective_status(ctx, job) {
+    let new_status = mapping::next_status(&status, spec, &plan.state, &observed, now);
+    let current = effective_status(ctx, job);
+    let throttled = new_status != current
+        && new_status.phase == capstan_crds::trainingjob::JobPhase::Pending
+        && only_wait_details_differ(&new_status, &current)
+        && ctx.waiting_written.lock().expect("waiting lock").get(&uid).is_some_and(|t| t.elapsed() < WAITING_REFRESH);
+    if new_status != current && !throttled {
+        if new_status.phase == capstan_crds::trainingjob::JobPhase::Pending {
+            ctx.waiting_written.lock().expect("waiting lock").insert(uid.clone(), Instant::now());
+        }
         let patch = json!({"apiVersion": capstan_crds::API_VERSION, "kind": "TrainingJob", "status": new_status});
         match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
             Ok(updated) => {
@@ -607,4 +670,28 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Err(last.map(Error::from).unwrap_or_else(|| Error::Cache("trainingjobs".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_crds::trainingjob::JobPhase;
+
+    #[test]
+    fn wait_details_are_told_apart_from_real_changes() {
+        let mut a = TrainingJobStatus { phase: JobPhase::Pending, ..Default::default() };
+        mapping::set_condition(&mut a.conditions, "Admitted", false, "Waiting", "needs 8 GPUs: 5 free", 1);
+        a.message = Some("needs 8 GPUs: 5 free".into());
+        a.queue_position = Some(7);
+        let mut b = a.clone();
+        b.message = Some("needs 8 GPUs: 3 free".into());
+        b.queue_position = Some(4);
+        b.conditions[0].message = "needs 8 GPUs: 3 free".into();
+        assert!(only_wait_details_differ(&a, &b));
+        b.phase = JobPhase::Starting;
+        assert!(!only_wait_details_differ(&a, &b));
+        let mut c = a.clone();
+        c.conditions[0].reason = "Preempted".into();
+        assert!(!only_wait_details_differ(&a, &c), "a new reason is written at once");
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use capstan_core::env::{self, ReplicaEnvInput};
 use capstan_core::lifecycle::{Observed, ReplicaObs, Slot};
-use capstan_crds::trainingjob::{ScratchMedium, TrainingJobSpec, TrainingJobStatus};
+use capstan_crds::trainingjob::{ReplicaResources, ScratchMedium, TrainingJobSpec, TrainingJobStatus};
 use capstan_scheduler::{Gpu, Node as SchedNode, Topology};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, Node, Pod, PodSpec, ResourceRequirements, Service, ServicePort,
@@ -117,21 +117,7 @@ pub fn replica_pod(p: &PodInput) -> Pod {
         checkpoint_uri: spec.checkpoint.as_ref().map(|c| c.uri.clone()),
         resume: p.resume,
     }));
-    let mut requests = BTreeMap::new();
-    let mut limits = BTreeMap::new();
-    if let Some(r) = &spec.resources {
-        if let Some(c) = &r.cpu {
-            requests.insert("cpu".to_string(), Quantity(c.clone()));
-        }
-        if let Some(m) = &r.memory {
-            requests.insert("memory".to_string(), Quantity(m.clone()));
-            limits.insert("memory".to_string(), Quantity(m.clone()));
-        }
-    }
-    if gpus > 0 {
-        requests.insert(GPU_RESOURCE.to_string(), Quantity(gpus.to_string()));
-        limits.insert(GPU_RESOURCE.to_string(), Quantity(gpus.to_string()));
-    }
+    let resources = resource_requirements(spec.resources.as_ref(), gpus);
     let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
     if let Some(s) = &spec.scratch {
         volumes.push(Volume {
@@ -183,11 +169,7 @@ pub fn replica_pod(p: &PodInput) -> Pod {
                         .map(|(name, value)| EnvVar { name, value: Some(value), value_from: None })
                         .collect(),
                 ),
-                resources: Some(ResourceRequirements {
-                    requests: (!requests.is_empty()).then_some(requests),
-                    limits: (!limits.is_empty()).then_some(limits),
-                    ..Default::default()
-                }),
+                resources: Some(resources),
                 volume_mounts: (!mounts.is_empty()).then_some(mounts),
                 ports: None,
                 ..Default::default()
@@ -209,6 +191,31 @@ pub fn replica_pod(p: &PodInput) -> Pod {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// Requests and limits of a container: CPU and memory as asked (memory is also the limit,
+/// so the kubelet kills a replica that outgrows it), and `gpus` of [`GPU_RESOURCE`].
+pub fn resource_requirements(r: Option<&ReplicaResources>, gpus: u32) -> ResourceRequirements {
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    if let Some(r) = r {
+        if let Some(c) = &r.cpu {
+            requests.insert("cpu".to_string(), Quantity(c.clone()));
+        }
+        if let Some(m) = &r.memory {
+            requests.insert("memory".to_string(), Quantity(m.clone()));
+            limits.insert("memory".to_string(), Quantity(m.clone()));
+        }
+    }
+    if gpus > 0 {
+        requests.insert(GPU_RESOURCE.to_string(), Quantity(gpus.to_string()));
+        limits.insert(GPU_RESOURCE.to_string(), Quantity(gpus.to_string()));
+    }
+    ResourceRequirements {
+        requests: (!requests.is_empty()).then_some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..Default::default()
     }
 }
 

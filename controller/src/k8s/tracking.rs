@@ -80,6 +80,65 @@ impl Tracking {
         }
     }
 
+    /// The version a registered model's alias points at now.
+    pub async fn alias_version(&self, model: &str, alias: &str) -> Result<String, Error> {
+        let q = format!("registered-models/alias?name={}&alias={}", urlencode(model), urlencode(alias));
+        let (code, v) = self.call(reqwest::Method::GET, &q, None).await?;
+        match (code, v["model_version"]["version"].as_str()) {
+            (200, Some(version)) => Ok(version.to_string()),
+            _ => Err(Error::Tracking(format!("alias {model}@{alias}: HTTP {code}: {v}"))),
+        }
+    }
+
+    /// The latest value of each metric of a run.
+    pub async fn latest_metrics(&self, run: &str) -> Result<std::collections::BTreeMap<String, f64>, Error> {
+        let (code, v) = self.call(reqwest::Method::GET, &format!("runs/get?run_id={}", urlencode(run)), None).await?;
+        if code != 200 {
+            return Err(Error::Tracking(format!("run {run}: HTTP {code}: {v}")));
+        }
+        Ok(v["run"]["data"]["metrics"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| Some((m["key"].as_str()?.to_string(), m["value"].as_f64()?)))
+                    .filter(|(_, x)| x.is_finite())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Register a version of `model` from `runs:/<run>/<path>` with `tags`, and move `alias`
+    /// to it; returns the version.
+    pub async fn register(
+        &self,
+        model: &str,
+        run: &str,
+        path: &str,
+        alias: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<i64, Error> {
+        let (code, v) =
+            self.call(reqwest::Method::POST, "registered-models/create", Some(json!({"name": model}))).await?;
+        if code != 200 && v["error_code"] != "RESOURCE_ALREADY_EXISTS" {
+            return Err(Error::Tracking(format!("creating registered model {model}: HTTP {code}: {v}")));
+        }
+        let tags: Vec<Value> = tags.iter().map(|(k, x)| json!({"key": k, "value": x})).collect();
+        let body = json!({"name": model, "source": format!("runs:/{run}/{path}"), "run_id": run, "tags": tags});
+        let (code, v) = self.call(reqwest::Method::POST, "model-versions/create", Some(body)).await?;
+        let version = match (code, v["model_version"]["version"].as_str().and_then(|s| s.parse::<i64>().ok())) {
+            (200, Some(n)) => n,
+            _ => return Err(Error::Tracking(format!("creating a version of {model}: HTTP {code}: {v}"))),
+        };
+        if let Some(a) = alias {
+            let body = json!({"name": model, "alias": a, "version": version.to_string()});
+            let (code, v) = self.call(reqwest::Method::POST, "registered-models/alias", Some(body)).await?;
+            if code != 200 {
+                return Err(Error::Tracking(format!("moving {model}@{a} to {version}: HTTP {code}: {v}")));
+            }
+        }
+        Ok(version)
+    }
+
     /// Mirror the job's phase on its run.
     pub async fn set_status(&self, run: &str, status: &str, now: i64) -> Result<(), Error> {
         let mut body = json!({"run_id": run, "status": status});

@@ -86,8 +86,13 @@ fn beyond_loopback_every_call_needs_the_token() {
     let job = process_job("denied", 1, &["true"], "");
     let r = http.post(format!("{base}/apis/capstan.dev/v1alpha1/apply")).body(job.clone()).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    let challenge = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+    assert!(challenge.is_some_and(|c| c.starts_with("Basic ")), "browsers are asked for the token");
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["error_code"], "UNAUTHENTICATED", "{body}");
+    // A browser sends it as the basic-auth password (any user name); the UI opens.
+    let ui = http.get(format!("{base}/")).basic_auth("me", Some(&token)).send().unwrap();
+    assert_eq!(ui.status().as_u16(), 200);
 
     // The CLI sends the token from CAPSTAN_TOKEN.
     let path = dir.path().join("job.yaml");

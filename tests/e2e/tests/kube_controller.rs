@@ -25,6 +25,7 @@ use serde_json::Value;
 
 const CHART_NS: &str = "capstan-system";
 const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
+const AGENT_SA: &str = "system:serviceaccount:capstan-system:capstan-agent";
 
 fn kubeconfig() -> PathBuf {
     let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
@@ -116,22 +117,26 @@ fn setup() -> PathBuf {
                 CHART_NS,
                 "--show-only",
                 "templates/controller.yaml",
+                "--show-only",
+                "templates/agent.yaml",
             ],
             None,
         );
         assert!(o.status.success(), "helm template failed:\n{}", text(&o));
-        // The ServiceAccount and its RBAC; the Deployment would need a real image and kubelet.
+        // The ServiceAccounts and their RBAC; the Deployment and DaemonSet would need a real
+        // image and kubelet.
         let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
             .unwrap()
             .split("\n---")
-            .filter(|d| !d.contains("kind: Deployment"))
+            .filter(|d| !d.contains("kind: Deployment") && !d.contains("kind: DaemonSet"))
             .collect();
         kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
         // The same cluster, as the controller's ServiceAccount.
         let kc = std::fs::read_to_string(kubeconfig()).unwrap();
         assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
-        let kc = kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "));
-        std::fs::write(&imp, kc).unwrap();
+        std::fs::write(&imp, kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "))).unwrap();
+        std::fs::write(agent_kubeconfig(), kc.replace("    token: ", &format!("    as: {AGENT_SA}\n    token: ")))
+            .unwrap();
         // Sanity: impersonation works and is limited.
         let can = |verb: &str, res: &str| {
             let o = Command::new(tool("kubectl"))
@@ -146,6 +151,11 @@ fn setup() -> PathBuf {
         assert!(!can("delete", "nodes"), "the chart must not let the controller delete nodes");
     });
     imp
+}
+
+/// The cluster as the chart's agent ServiceAccount (written by [`setup`]).
+fn agent_kubeconfig() -> PathBuf {
+    std::env::temp_dir().join(format!("capstan-kubeconfig-agent-{}", std::process::id()))
 }
 
 /// One test's namespace and controller (serialised: tests share the cluster's 32 GPUs).
@@ -595,4 +605,237 @@ fn controller_serves_metrics_and_health() {
     assert_eq!(http.get(format!("{url}/healthz")).send().unwrap().status().as_u16(), 200);
     let _ = c.kill();
     let _ = c.wait();
+}
+
+fn node_json(name: &str) -> Value {
+    get_json(&["node", name]).expect("the node exists")
+}
+
+fn node_condition(node: &Value, type_: &str) -> Option<Value> {
+    node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}
+
+#[test]
+fn the_agent_marks_its_node_and_the_scheduler_avoids_its_unhealthy_gpus() {
+    let capstan = Capstan::start();
+    let env = Env::new("kc-agent");
+    let node = "gpu-node-3";
+    let data = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-agent.log", env.ns))).unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(
+        Command::new(capstan_bin())
+            .args(["agent", "--server", capstan.url(), "--simulate-gpus", "8xNVIDIA-H100-80GB-HBM3"])
+            .args(["--node-name", node, "--push-interval", "1s", "--kubernetes", "--kubeconfig"])
+            .arg(agent_kubeconfig())
+            .arg("--data-dir")
+            .arg(data.path())
+            .env_remove("KUBECONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn capstan agent"),
+    );
+    let agent_log =
+        || std::fs::read_to_string(std::env::temp_dir().join(format!("{}-agent.log", env.ns))).unwrap_or_default();
+    // GPU Feature Discovery's labels and a healthy condition, written as the agent's ServiceAccount.
+    let n = wait_for(
+        Duration::from_secs(60),
+        "the agent's labels and condition on the node",
+        || {
+            let n = node_json(node);
+            let ok = n["metadata"]["labels"]["capstan.dev/gpu.simulated"] == "true"
+                && node_condition(&n, "CapstanGPUUnhealthy").is_some_and(|c| c["status"] == "False");
+            ok.then_some(n)
+        },
+        agent_log,
+    );
+    assert_eq!(n["metadata"]["labels"]["nvidia.com/gpu.count"], "8");
+    assert_eq!(n["metadata"]["labels"]["nvidia.com/gpu.product"], "NVIDIA-H100-80GB-HBM3");
+
+    // A critical XID on GPU 2: annotation, condition and taint.
+    let http = reqwest::blocking::Client::new();
+    let faults = format!("{}/api/v1/nodes/{node}/gpus/2/faults", capstan.url());
+    wait_for(
+        Duration::from_secs(30),
+        "the server to know the agent's node",
+        || http.post(&faults).json(&serde_json::json!({"xid": 79})).send().ok().filter(|r| r.status().is_success()),
+        agent_log,
+    );
+    // The agent writes the annotation, then the taint, then the condition: wait for all three.
+    let n = wait_for(
+        Duration::from_secs(60),
+        "GPU 2 marked unhealthy on the node",
+        || {
+            let n = node_json(node);
+            let marked = n["metadata"]["annotations"]["capstan.dev/unhealthy-gpus"] == "2"
+                && node_condition(&n, "CapstanGPUUnhealthy").is_some_and(|c| c["status"] == "True")
+                && n["spec"]["taints"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["key"] == "capstan.dev/gpu-unhealthy"));
+            marked.then_some(n)
+        },
+        agent_log,
+    );
+    let cond = node_condition(&n, "CapstanGPUUnhealthy").expect("the condition");
+    assert_eq!(cond["status"], "True", "{cond}");
+    assert!(cond["message"].as_str().unwrap().contains("GPU 2"), "{cond}");
+    let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    assert!(
+        taints.iter().any(|t| t["key"] == "capstan.dev/gpu-unhealthy" && t["effect"] == "PreferNoSchedule"),
+        "{taints:?}"
+    );
+
+    // Four whole nodes are asked for; one has a bad GPU: the gang waits, nothing is created.
+    env.apply(&job_yaml("whole-cluster", 4, 8, "", ""));
+    let job = wait_for(
+        Duration::from_secs(60),
+        "whole-cluster to wait",
+        || env.job("whole-cluster").filter(|j| j["status"]["phase"] == "Pending" && j["status"]["message"].is_string()),
+        || env.describe("whole-cluster"),
+    );
+    assert!(job["status"]["message"].as_str().unwrap().contains("healthy"), "{job}");
+    assert!(env.pods("whole-cluster").is_empty());
+
+    // Cleared: the annotation empties, the taint goes, the gang runs.
+    let r = http.delete(format!("{}/api/v1/nodes/{node}/gpus/2/health", capstan.url())).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    wait_for(
+        Duration::from_secs(60),
+        "the node to be clear again",
+        || {
+            let n = node_json(node);
+            let clear = n["metadata"]["annotations"]["capstan.dev/unhealthy-gpus"] == ""
+                && !n["spec"]["taints"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["key"] == "capstan.dev/gpu-unhealthy"));
+            clear.then_some(())
+        },
+        agent_log,
+    );
+    env.wait_pods_running("whole-cluster", 4);
+}
+
+#[test]
+fn a_model_deployment_becomes_deployments_and_services_and_turns_ready() {
+    let env = Env::new("kc-serve");
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: iris\nspec:\n  model: {uri: \"s3://models/iris/1/model.onnx\"}\n  minReplicas: 2\n  resources: {cpu: 500m}\n  canary:\n    model: {uri: \"s3://models/iris/2/model.onnx\"}\n    canaryPercent: 20\n",
+    );
+    let describe = || {
+        let o = kubectl(&["get", "mdep,deploy,svc,pods", "-n", &env.ns, "-o", "wide"]);
+        format!("{}\n{}", text(&o), env.log())
+    };
+    let md = wait_for(
+        Duration::from_secs(90),
+        "the deployment to be serving with its canary",
+        || {
+            get_json(&["modeldeployment", "iris", "-n", &env.ns])
+                .filter(|m| m["status"]["phase"] == "Canary" && m["status"]["readyReplicas"] == 3)
+        },
+        describe,
+    );
+    let deps = get_json(&["deployments", "-n", &env.ns]).unwrap();
+    let deps = deps["items"].as_array().unwrap();
+    assert_eq!(deps.len(), 2, "one Deployment per version");
+    for d in deps {
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["args"][0], "serve", "the builtin runtime: {c}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/v2/health/ready");
+        assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
+    }
+    let replicas: Vec<i64> = deps.iter().map(|d| d["spec"]["replicas"].as_i64().unwrap()).collect();
+    assert!(replicas.contains(&2) && replicas.contains(&1), "stable 2, canary 1: {replicas:?}");
+    let front = get_json(&["service", "iris", "-n", &env.ns]).expect("the front Service");
+    assert_eq!(front["spec"]["selector"]["capstan.dev/model-deployment"], "iris");
+    let traffic: Vec<i64> =
+        md["status"]["traffic"].as_array().unwrap().iter().map(|t| t["percent"].as_i64().unwrap()).collect();
+    assert_eq!(traffic, [80, 20]);
+    assert_eq!(md["status"]["url"], format!("http://iris.{}.svc/v2/models/iris", env.ns).as_str());
+    let table = kubectl_ok(&["get", "mdep", "-n", &env.ns], None);
+    assert!(table.contains("Canary"), "{table}");
+
+    // The canary goes: its Deployment is removed, the stable one takes all the traffic.
+    kubectl_ok(
+        &["patch", "mdep", "iris", "-n", &env.ns, "--type=json", "-p", r#"[{"op":"remove","path":"/spec/canary"}]"#],
+        None,
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "one version left, Ready",
+        || {
+            let m = get_json(&["modeldeployment", "iris", "-n", &env.ns])?;
+            let n = get_json(&["deployments", "-n", &env.ns])?["items"].as_array()?.len();
+            (m["status"]["phase"] == "Ready" && n == 1).then_some(())
+        },
+        describe,
+    );
+}
+
+#[test]
+fn a_pipeline_run_trains_evaluates_registers_and_deploys_on_the_cluster() {
+    let capstan = Capstan::start();
+    let env = Env::with_tracking("kc-pipe", Some(capstan.url()));
+    let model = format!("iris-{}", env.ns);
+    env.apply(&format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: iris\nspec:\n  model: {{uri: \"s3://models/iris/0/model.onnx\"}}\n---\napiVersion: capstan.dev/v1alpha1\nkind: Pipeline\nmetadata:\n  name: iris\nspec:\n  parameters:\n    - {{name: threshold, default: \"0.9\"}}\n  steps:\n    - name: train\n      train:\n        template: {{image: \"trainer:1\", command: [python, train.py]}}\n    - name: evaluate\n      dependsOn: [train]\n      evaluate:\n        template: {{image: \"trainer:1\", command: [python, evaluate.py]}}\n    - name: register\n      dependsOn: [evaluate]\n      when: \"steps.evaluate.metrics.accuracy > double(params.threshold)\"\n      register: {{model: {model}, fromStep: train, alias: champion}}\n    - name: deploy\n      dependsOn: [register]\n      deploy: {{deployment: iris, fromStep: register}}\n"
+    ));
+    // The run's annotations reach the step jobs' pods: kwok ends each after 6 s with 0.
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1\nkind: PipelineRun\nmetadata:\n  name: iris-run-1\n  annotations:\n    kwok.capstan.dev/exit-code: \"0\"\n    kwok.capstan.dev/run-duration: \"6s\"\nspec:\n  pipelineRef: iris\n  commit: {sha: 0123456789abcdef0123456789abcdef01234567, branch: main, author: Ada, message: better features}\n",
+    );
+    let describe = || {
+        let o = kubectl(&["get", "plr,tj,mdep,deploy,pods", "-n", &env.ns, "-o", "wide"]);
+        let r = kubectl(&["get", "plr", "iris-run-1", "-n", &env.ns, "-o", "yaml"]);
+        format!("{}\n{}\n{}", text(&o), text(&r), env.log())
+    };
+    // The evaluation logs its accuracy to its tracking run while it runs, as train code would.
+    let eval_run = wait_for(
+        Duration::from_secs(90),
+        "the evaluate step's job to have a tracking run",
+        || {
+            let list = get_json(&["trainingjobs", "-n", &env.ns, "-l", "capstan.dev/pipeline-step=evaluate"])?;
+            list["items"].as_array()?.first()?["status"]["trackingRunId"].as_str().map(str::to_string)
+        },
+        describe,
+    );
+    let (code, body) = capstan.post(
+        "/api/2.0/mlflow/runs/log-metric",
+        "application/json",
+        serde_json::json!({"run_id": eval_run, "key": "accuracy", "value": 0.97, "timestamp": 1, "step": 0})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let run = wait_for(
+        Duration::from_secs(120),
+        "the pipeline run to succeed",
+        || get_json(&["pipelinerun", "iris-run-1", "-n", &env.ns]).filter(|r| r["status"]["phase"] == "Succeeded"),
+        describe,
+    );
+    let steps = run["status"]["steps"].as_array().unwrap();
+    let register = steps.iter().find(|s| s["name"] == "register").unwrap();
+    assert_eq!(register["modelVersion"]["version"], 1, "{run}");
+    // The registry has the version, with the commit, and the alias on it.
+    let (code, body) = capstan.get(&format!("/api/2.0/mlflow/registered-models/alias?name={model}&alias=champion"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["model_version"]["version"], "1");
+    let tags = body["model_version"]["tags"].as_array().cloned().unwrap_or_default();
+    assert!(tags.iter().any(|t| t["key"] == "capstan.dev/commit"), "{body}");
+    // The deployment now serves that version: its spec points at it and a Deployment runs it.
+    let md = get_json(&["modeldeployment", "iris", "-n", &env.ns]).unwrap();
+    assert_eq!(md["spec"]["model"]["registeredModel"], model.as_str(), "{md}");
+    assert_eq!(md["spec"]["model"]["version"], 1, "{md}");
+    wait_for(
+        Duration::from_secs(60),
+        "the Deployment of version 1",
+        || get_json(&["deployment", "iris-v1", "-n", &env.ns]),
+        describe,
+    );
 }

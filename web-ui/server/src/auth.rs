@@ -78,7 +78,10 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
                 "missing API token: send Authorization: Bearer <token>"
             };
             let body = json!({"error_code": "UNAUTHENTICATED", "error": message, "message": message});
-            (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+            // A browser asks for the token as a password (any user name) and sends it as
+            // basic auth, which `presented_token` accepts.
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"capstan\", charset=\"UTF-8\"")];
+            (StatusCode::UNAUTHORIZED, challenge, Json(body)).into_response()
         }
     }
 }

@@ -8,9 +8,12 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod inference;
 pub mod mlflow;
 pub mod nodes;
+pub mod pipelines;
 pub mod resources;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,6 +113,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub fn app(state: AppState) -> Router {
     let api = resources::router()
         .merge(nodes::router())
+        .merge(pipelines::router())
+        .merge(inference::router())
         .merge(mlflow::router(state.store.clone()).with_state(()))
         .merge(artifacts::router(state.artifacts.clone()).with_state(()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
@@ -117,7 +122,18 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(probes)
+        // Webhooks authenticate by signature, not by the API token.
+        .merge(webhooks::router().with_state(state.clone()))
         .merge(api.with_state(state.clone()))
+        // The web UI (capstan-ui): pages, their server functions and the browser bundle.
+        .merge(
+            capstan_ui::server::router(capstan_ui::server::UiState {
+                store: state.store.clone(),
+                artifacts: state.artifacts.clone(),
+                data_dir: state.data_dir.clone(),
+            })
+            .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)),
+        )
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }

@@ -43,6 +43,7 @@ use axum::{
 use capstan_store::{ExperimentRecord, MetricPoint, RunRecord, Store, StoreError};
 use serde_json::{json, Map, Value};
 
+mod batch_body;
 mod common;
 mod logged_models;
 mod registry;
@@ -287,17 +288,15 @@ pub struct Fields {
 impl Fields {
     /// Parse a POST body as a JSON object, whatever its Content-Type; an empty body is `{}`.
     fn from_body(body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
-        let body = body.map_err(|e| {
-            ApiError::new(
-                e.status(),
-                "INVALID_PARAMETER_VALUE",
-                format!("Could not read the request body: {}", e.body_text()),
-            )
-        })?;
+        Self::from_bytes(&read_body(body)?)
+    }
+
+    /// Parse a body's bytes as a JSON object; an empty body is `{}`.
+    fn from_bytes(body: &[u8]) -> Result<Self, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Fields::default());
         }
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => Ok(Fields { map, lists: Map::new() }),
             Ok(other) => {
                 Err(ApiError::invalid(format!("The request body must be a JSON object, not {}", type_name(&other))))
@@ -373,6 +372,17 @@ impl Fields {
     }
 }
 
+/// A request body, or the error for one that could not be read (too large, cut off).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "INVALID_PARAMETER_VALUE",
+            format!("Could not read the request body: {}", e.body_text()),
+        )
+    })
+}
+
 /// `snake_case` → `lowerCamelCase` (protobuf's JSON name).
 fn lower_camel(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -422,25 +432,38 @@ fn as_string(v: &Value, path: &str) -> Result<String, ApiError> {
 /// An int64: a JSON integer, an integral float, or a string of an integer (protobuf JSON).
 fn as_i64(v: &Value, path: &str) -> Result<i64, ApiError> {
     let n = match v {
-        Value::Number(n) => {
-            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18).map(|f| f as i64))
-        }
-        Value::String(s) => s.trim().parse::<i64>().ok(),
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(int64_of_f64)),
+        Value::String(s) => int64_of_str(s),
         _ => None,
     };
     n.ok_or_else(|| bad_type(path, v, "an integer"))
+}
+
+/// An int64 from a JSON number that is not an i64: an integral float of a safe size.
+fn int64_of_f64(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
+}
+
+/// An int64 from a JSON string (protobuf JSON writes int64 as strings).
+fn int64_of_str(s: &str) -> Option<i64> {
+    s.trim().parse::<i64>().ok()
+}
+
+/// A double from a JSON string: a number, or "NaN", "Infinity", "-Infinity".
+fn double_of_str(s: &str) -> Option<f64> {
+    match s.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        other => other.parse::<f64>().ok(),
+    }
 }
 
 /// A double: a JSON number, or a string of one, including "NaN", "Infinity", "-Infinity".
 fn as_f64(v: &Value, path: &str) -> Result<f64, ApiError> {
     let x = match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.trim() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            other => other.parse::<f64>().ok(),
-        },
+        Value::String(s) => double_of_str(s),
         _ => None,
     };
     x.ok_or_else(|| bad_type(path, v, "a number"))
@@ -873,7 +896,49 @@ async fn set_tag(State(store): State<Store>, body: Result<Bytes, BytesRejection>
 }
 
 async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    let req = Fields::from_body(body)?;
+    let batch = parse_log_batch(&read_body(body)?)?;
+    write_batch(&store, &batch.run_id, &batch.metrics, &batch.params, &batch.tags).await?;
+    Ok(Json(json!({})))
+}
+
+/// A log-batch request, read and checked: what is written.
+#[derive(Debug, Clone, PartialEq)]
+struct LogBatch {
+    run_id: String,
+    metrics: Vec<MetricPoint>,
+    /// One per key (the same value given twice is kept once).
+    params: Vec<(String, String)>,
+    /// The last value of each key.
+    tags: Vec<(String, String)>,
+}
+
+/// Read a log-batch body: the typed fast path ([`batch_body`]) where it applies, else the
+/// general parse, which the fast path agrees with and which names the field of an error.
+fn parse_log_batch(body: &[u8]) -> Result<LogBatch, ApiError> {
+    let Some(fast) = batch_body::parse(body) else {
+        return parse_log_batch_general(Fields::from_bytes(body)?);
+    };
+    check_batch_limits(fast.metrics.len(), fast.params.len(), fast.tags.len())?;
+    let mut metrics = Vec::with_capacity(fast.metrics.len());
+    for m in &fast.metrics {
+        validate_key("metric", m.key)?;
+        metrics.push(MetricPoint { key: m.key.to_owned(), value: m.value, timestamp: m.timestamp, step: m.step });
+    }
+    let mut params = Vec::with_capacity(fast.params.len());
+    for &(key, value) in &fast.params {
+        validate_param(key, value)?;
+        add_param(&mut params, key.to_owned(), value.to_owned())?;
+    }
+    let mut tags = Vec::with_capacity(fast.tags.len());
+    for &(key, value) in &fast.tags {
+        validate_tag(key, value)?;
+        tags.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(LogBatch { run_id: fast.run_id.to_owned(), metrics, params, tags: dedup_last(tags) })
+}
+
+/// Read a log-batch request from its fields (any body; errors name the field).
+fn parse_log_batch_general(req: Fields) -> Result<LogBatch, ApiError> {
     let run_id = req.run_id()?;
     let empty = Vec::new();
     let list = |name: &str| -> Result<&Vec<Value>, ApiError> {
@@ -882,25 +947,7 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
     let (metrics, params, tags) = (list("metrics")?, list("params")?, list("tags")?);
 
     // Limits first, before looking at any item (as MLflow does).
-    for (kind, got, limit) in [
-        ("metrics", metrics.len(), MAX_BATCH_METRICS),
-        ("params", params.len(), MAX_BATCH_PARAMS),
-        ("tags", tags.len(), MAX_BATCH_TAGS),
-    ] {
-        if got > limit {
-            return Err(ApiError::invalid(format!(
-                "A batch logging request can contain at most {limit} {kind}. Got {got} {kind}. \
-                 Please split up {kind} across multiple requests and try again."
-            )));
-        }
-    }
-    let total = metrics.len() + params.len() + tags.len();
-    if total > MAX_BATCH_TOTAL {
-        return Err(ApiError::invalid(format!(
-            "A batch logging request can contain at most {MAX_BATCH_TOTAL} total metrics, params, and tags. \
-             Got {total} items. Please split up metrics, params, and tags across multiple requests and try again."
-        )));
-    }
+    check_batch_limits(metrics.len(), params.len(), tags.len())?;
 
     let mut points: Vec<MetricPoint> = Vec::with_capacity(metrics.len());
     for (i, item) in metrics.iter().enumerate() {
@@ -915,16 +962,7 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
     for (i, item) in params.iter().enumerate() {
         let (key, value) = key_value(item, &format!("params[{i}]"))?;
         validate_param(&key, &value)?;
-        match param_list.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) if *v == value => {}
-            Some((_, v)) => {
-                return Err(ApiError::invalid(format!(
-                    "Duplicate parameter key '{key}' submitted with different values ('{v}' and '{value}'). \
-                     Please ensure the request contains only one param value per param key."
-                )));
-            }
-            None => param_list.push((key, value)),
-        }
+        add_param(&mut param_list, key, value)?;
     }
 
     let mut tag_list = Vec::with_capacity(tags.len());
@@ -933,10 +971,45 @@ async fn log_batch(State(store): State<Store>, body: Result<Bytes, BytesRejectio
         validate_tag(&key, &value)?;
         tag_list.push((key, value));
     }
-    let tag_list = dedup_last(tag_list);
+    Ok(LogBatch { run_id, metrics: points, params: param_list, tags: dedup_last(tag_list) })
+}
 
-    write_batch(&store, &run_id, &points, &param_list, &tag_list).await?;
-    Ok(Json(json!({})))
+/// MLflow's log-batch limits on the item counts.
+fn check_batch_limits(metrics: usize, params: usize, tags: usize) -> Result<(), ApiError> {
+    for (kind, got, limit) in
+        [("metrics", metrics, MAX_BATCH_METRICS), ("params", params, MAX_BATCH_PARAMS), ("tags", tags, MAX_BATCH_TAGS)]
+    {
+        if got > limit {
+            return Err(ApiError::invalid(format!(
+                "A batch logging request can contain at most {limit} {kind}. Got {got} {kind}. \
+                 Please split up {kind} across multiple requests and try again."
+            )));
+        }
+    }
+    let total = metrics + params + tags;
+    if total > MAX_BATCH_TOTAL {
+        return Err(ApiError::invalid(format!(
+            "A batch logging request can contain at most {MAX_BATCH_TOTAL} total metrics, params, and tags. \
+             Got {total} items. Please split up metrics, params, and tags across multiple requests and try again."
+        )));
+    }
+    Ok(())
+}
+
+/// Add a param of a request: the same key again with the same value is kept once; with
+/// another value it is an error.
+fn add_param(params: &mut Vec<(String, String)>, key: String, value: String) -> Result<(), ApiError> {
+    match params.iter().find(|(k, _)| *k == key) {
+        Some((_, v)) if *v == value => Ok(()),
+        Some((_, v)) => Err(ApiError::invalid(format!(
+            "Duplicate parameter key '{key}' submitted with different values ('{v}' and '{value}'). \
+             Please ensure the request contains only one param value per param key."
+        ))),
+        None => {
+            params.push((key, value));
+            Ok(())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

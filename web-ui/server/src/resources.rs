@@ -41,6 +41,9 @@ pub fn kind_of(plural: &str) -> Option<(&'static str, bool)> {
     match plural {
         "trainingjobs" | "trainingjob" | "tj" => Some(("TrainingJob", true)),
         "queues" | "queue" | "cq" => Some(("Queue", false)),
+        "pipelines" | "pipeline" | "pl" => Some(("Pipeline", true)),
+        "pipelineruns" | "pipelinerun" | "plr" => Some(("PipelineRun", true)),
+        "modeldeployments" | "modeldeployment" | "mdep" => Some(("ModelDeployment", true)),
         _ => None,
     }
 }
@@ -48,7 +51,7 @@ pub fn kind_of(plural: &str) -> Option<(&'static str, bool)> {
 fn resolve(plural: &str) -> Result<(&'static str, bool), ApiError> {
     kind_of(plural).ok_or_else(|| {
         ApiError::not_found(format!(
-            "the server doesn't have a resource type \"{plural}\" (known: trainingjobs, queues)"
+            "the server doesn't have a resource type \"{plural}\" (known: trainingjobs, queues, pipelines, pipelineruns, modeldeployments)"
         ))
     })
 }
@@ -112,6 +115,27 @@ async fn apply(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, A
                 q.metadata.name.clone().unwrap_or_default(),
                 &q.metadata,
                 serde_json::to_value(&q.spec).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            Resource::Pipeline(p) => (
+                "Pipeline",
+                p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                p.metadata.name.clone().unwrap_or_default(),
+                &p.metadata,
+                serde_json::to_value(&p.spec).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            Resource::PipelineRun(r) => (
+                "PipelineRun",
+                r.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                r.metadata.name.clone().unwrap_or_default(),
+                &r.metadata,
+                serde_json::to_value(&r.spec).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            Resource::ModelDeployment(d) => (
+                "ModelDeployment",
+                d.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                d.metadata.name.clone().unwrap_or_default(),
+                &d.metadata,
+                serde_json::to_value(&d.spec).map_err(|e| ApiError::bad_request(e.to_string()))?,
             ),
         };
         let labels = serde_json::to_value(meta.labels.clone().unwrap_or_default()).unwrap_or(json!({}));

@@ -28,4 +28,6 @@ pub mod registered_model_alias_event;
 pub mod registered_model_tag;
 pub mod resource;
 pub mod run;
+pub mod secret;
 pub mod tag;
+pub mod webhook_delivery;

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod registry;
 pub mod runs_search;
+pub mod secrets;
 pub mod test_db;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@ pub mod m20261128_000001_initial;
 pub mod m20261128_000002_registry;
 pub mod m20261128_000003_metric_tiles;
 pub mod m20261128_000004_gpu_samples;
+pub mod m20261128_000005_pipelines;
 
 /// Every migration of the store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_registry::Migration),
             Box::new(m20261128_000003_metric_tiles::Migration),
             Box::new(m20261128_000004_gpu_samples::Migration),
+            Box::new(m20261128_000005_pipelines::Migration),
         ]
     }
 }

@@ -620,6 +620,11 @@ async fn large_batches_span_several_inserts(store: Store) {
     .into_iter()
     .sum();
     assert_eq!(total, 1_234);
+    // Keys interleaved in a batch (each bound once per statement) land on their own points.
+    for key in ["m0", "m1", "m2"] {
+        let expected: Vec<MetricPoint> = metrics.iter().filter(|m| m.key == key).cloned().collect();
+        assert_eq!(store.metric_history(&run.run_id, key).await.unwrap(), expected, "{key}");
+    }
 }
 
 // ---- concurrency ----
