@@ -224,14 +224,7 @@ async fn register(
             Err(e) => return Err(e),
         }
     }
-    let mut tags = vec![
-        ("capstan.dev/pipeline-run".to_string(), format!("{}/{}", run.namespace, run.name)),
-        ("capstan.dev/pipeline".to_string(), spec.pipeline_ref.clone()),
-    ];
-    if let Some(c) = &spec.commit {
-        tags.push(("capstan.dev/commit".to_string(), c.sha.clone()));
-        tags.push(("capstan.dev/branch".to_string(), c.branch.clone()));
-    }
+    let tags = version_tags(spec, &run.namespace, &run.name);
     let (source, storage_location, model_id) = match &logged {
         Some(m) => (format!("models:/{}", m.model_id), Some(m.artifact_location.clone()), Some(m.model_id.clone())),
         None => (
@@ -257,6 +250,20 @@ async fn register(
         store.set_registered_model_alias(model, a, mv.version, USER).await?;
     }
     Ok(ModelVersionRef { name: model.to_string(), version: mv.version, source })
+}
+
+/// Tags a model version registered by a pipeline carries: its run, pipeline, commit and branch
+/// (both backends register with these).
+pub fn version_tags(spec: &PipelineRunSpec, ns: &str, run: &str) -> Vec<(String, String)> {
+    let mut tags = vec![
+        ("capstan.dev/pipeline-run".to_string(), format!("{ns}/{run}")),
+        ("capstan.dev/pipeline".to_string(), spec.pipeline_ref.clone()),
+    ];
+    if let Some(c) = &spec.commit {
+        tags.push(("capstan.dev/commit".to_string(), c.sha.clone()));
+        tags.push(("capstan.dev/branch".to_string(), c.branch.clone()));
+    }
+    tags
 }
 
 /// Points the ModelDeployment `name` at a version or an alias by editing its stored spec

@@ -269,14 +269,7 @@ pub async fn run(ctx: Context, mut shutdown: watch::Receiver<bool>) {
 /// are idempotent: creates tolerate AlreadyExists, deletes NotFound).
 pub async fn error_policy(ctx: &Context, job: &TrainingJob, e: &Error) {
     tracing::warn!(job = %job.name_any(), error = %e, "reconcile failed");
-    let ev = KEvent {
-        type_: KEventType::Warning,
-        reason: "ReconcileError".into(),
-        note: Some(e.to_string().chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    let _ = ctx.recorder.publish(&ev, &job.object_ref(&())).await;
+    publish(ctx, job, EventType::Warning, "ReconcileError", &e.to_string()).await;
 }
 
 /// The status to act on: ours if the cache has not caught up with our last write.
@@ -471,9 +464,9 @@ pub async fn reconcile(
 
     let gspec = mapping::gang_spec(spec);
     let prev = mapping::gang_state(&status);
-    let observed: Vec<Observed> = pods.iter().filter_map(|p| objects::observe(p)).collect();
-    let by_key: HashMap<(u32, u32), &Arc<Pod>> =
-        pods.iter().filter_map(|p| objects::observe(p).map(|o| ((o.attempt, o.index), p))).collect();
+    let seen: Vec<(Observed, &Arc<Pod>)> = pods.iter().filter_map(|p| objects::observe(p).map(|o| (o, p))).collect();
+    let by_key: HashMap<(u32, u32), &Arc<Pod>> = seen.iter().map(|(o, p)| ((o.attempt, o.index), *p)).collect();
+    let observed: Vec<Observed> = seen.into_iter().map(|(o, _)| o).collect();
     let (admission, pending_reason, evict) = match decision {
         Some(JobDecision::Admit(slots)) => (Some(slots), None, None),
         Some(JobDecision::Pending { reason, position }) => {

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use capstan_crds::modeldeployment::ModelDeployment;
-use capstan_crds::pipeline::{ModelVersionRef, PipelineRun, PipelineRunSpec, PipelineRunStatus};
+use capstan_crds::pipeline::{ModelVersionRef, PipelineRun, PipelineRunStatus};
 use capstan_crds::trainingjob::{JobPhase, TrainingJob};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -152,7 +152,7 @@ async fn reconcile(ctx: &Context, run: &PipelineRun) -> Result<(), Error> {
                             &run_id,
                             &artifact_path,
                             alias.as_deref(),
-                            &version_tags(&run.spec, &ns, &name),
+                            &crate::pipelines::version_tags(&run.spec, &ns, &name),
                         )
                         .await
                     {
@@ -232,19 +232,6 @@ async fn write_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunSt
     let patch = json!({"apiVersion": capstan_crds::API_VERSION, "kind": "PipelineRun", "status": status});
     api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
-}
-
-/// Tags a pipeline's model version carries.
-pub fn version_tags(spec: &PipelineRunSpec, ns: &str, run: &str) -> Vec<(String, String)> {
-    let mut tags = vec![
-        ("capstan.dev/pipeline-run".to_string(), format!("{ns}/{run}")),
-        ("capstan.dev/pipeline".to_string(), spec.pipeline_ref.clone()),
-    ];
-    if let Some(c) = &spec.commit {
-        tags.push(("capstan.dev/commit".to_string(), c.sha.clone()));
-        tags.push(("capstan.dev/branch".to_string(), c.branch.clone()));
-    }
-    tags
 }
 
 #[cfg(test)]
