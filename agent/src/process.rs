@@ -142,6 +142,15 @@ fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// What a host process needs to see only its GPUs: CUDA_VISIBLE_DEVICES with the node's
+/// indices, in the PCI bus order NVML numbers them by (CUDA's own default order is "fastest
+/// first"). A replica without GPUs gets an empty list, so it sees none rather than all. The
+/// replica's own env comes after, so a job that sets these keeps its values.
+fn gpu_env(spec: &ReplicaSpec) -> [(&'static str, String); 2] {
+    let ids: Vec<String> = spec.gpus.iter().map(u32::to_string).collect();
+    [("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_string()), ("CUDA_VISIBLE_DEVICES", ids.join(","))]
+}
+
 /// Whether `program` can be run: a path to an executable file, or a name found in `path`.
 fn find_program(program: &str, path_var: Option<&str>, cwd: Option<&Path>) -> Result<(), String> {
     fn executable(p: &Path) -> bool {
@@ -339,6 +348,7 @@ impl ProcessRuntime {
             .arg("capstan-replica")
             .arg(&exit_path)
             .args(&spec.argv)
+            .envs(gpu_env(spec))
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -85,6 +85,31 @@ async fn env_and_working_dir() {
 }
 
 #[tokio::test]
+async fn a_replica_sees_only_its_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path(), false).await;
+    let show = ["sh", "-c", "echo \"visible=[$CUDA_VISIBLE_DEVICES] order=$CUDA_DEVICE_ORDER\""];
+    let mut s = spec(Runtime::Process, dir.path(), &uid("gpus"), &show);
+    s.gpus = vec![1, 3];
+    let handle = agent.start(&s).await.unwrap();
+    assert_eq!(wait_exit(&agent, &handle, T).await.0, 0);
+    let log = read_log(&s.log_path);
+    assert!(log.contains("visible=[1,3] order=PCI_BUS_ID\n"), "{log:?}");
+    // No GPUs: none visible (an empty list), not all of the node's.
+    let s = spec(Runtime::Process, dir.path(), &uid("nogpus"), &show);
+    let handle = agent.start(&s).await.unwrap();
+    assert_eq!(wait_exit(&agent, &handle, T).await.0, 0);
+    assert!(read_log(&s.log_path).contains("visible=[] order=PCI_BUS_ID\n"));
+    // The job's own setting wins.
+    let mut s = spec(Runtime::Process, dir.path(), &uid("own"), &show);
+    s.gpus = vec![0];
+    s.env = vec![("CUDA_VISIBLE_DEVICES".into(), "GPU-abc".into())];
+    let handle = agent.start(&s).await.unwrap();
+    assert_eq!(wait_exit(&agent, &handle, T).await.0, 0);
+    assert!(read_log(&s.log_path).contains("visible=[GPU-abc]"));
+}
+
+#[tokio::test]
 async fn spawn_errors() {
     let dir = tempfile::tempdir().unwrap();
     let agent = agent(dir.path(), false).await;
