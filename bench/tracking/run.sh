@@ -26,8 +26,9 @@ log() { echo "bench: $*" >&2; }
 
 log "building capstan and the load generator (release)"
 cargo build --release --locked -p capstan -p capstan-bench-tracking >&2
-CAPSTAN=target/release/capstan
-LOAD=target/release/tracking-load
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+CAPSTAN="$TARGET_DIR/release/capstan"
+LOAD="$TARGET_DIR/release/tracking-load"
 
 if ! "$VENV/bin/python" -c "import mlflow, sys; sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" 2>/dev/null; then
     log "installing mlflow==$MLFLOW_VERSION into $VENV"

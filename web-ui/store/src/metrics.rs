@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryResult,
-    Statement, TransactionTrait, Value,
+    QueryTrait, Statement, TransactionTrait, Value,
 };
 use tokio::sync::oneshot;
 
@@ -241,36 +241,41 @@ fn tile_merge_sql() -> String {
 pub(crate) struct PointWrites(Vec<Statement>);
 
 impl PointWrites {
-    /// The statements for `metrics` of `run_id` on `backend`.
+    /// The statements for `metrics` of `run_id` on `backend`, then `after` (on SQLite all of
+    /// them one call to the driver: see [`join_sqlite`]).
     ///
     /// See [`RowsSql`] for how the run id and the keys are bound.
-    pub(crate) fn new(backend: DbBackend, run_id: &str, metrics: &[MetricPoint]) -> PointWrites {
+    pub(crate) fn new(backend: DbBackend, run_id: &str, metrics: &[MetricPoint], after: Vec<Statement>) -> PointWrites {
         let mut statements = Vec::new();
-        for chunk in metrics.chunks(POINT_ROWS) {
-            let mut sql = RowsSql::new(
-                backend,
-                r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") VALUES "#,
-                run_id,
-                chunk.len() * 6,
-            );
-            for (i, m) in chunk.iter().enumerate() {
-                let (value, is_nan) = crate::stored_value(m.value);
-                sql.text.push_str(if i == 0 { "(" } else { ", (" });
-                sql.run();
-                sql.text.push_str(", ");
-                sql.key(&m.key);
-                sql.text.push_str(", ");
-                sql.bind(m.step);
-                sql.text.push_str(", ");
-                sql.bind(m.timestamp);
-                sql.text.push_str(", ");
-                sql.bind(value);
-                sql.text.push_str(", ");
-                sql.bind(is_nan);
-                sql.text.push(')');
+        if backend == DbBackend::Sqlite {
+            statements.extend(sqlite_point_inserts(run_id, metrics));
+        } else {
+            for chunk in metrics.chunks(POINT_ROWS) {
+                let mut sql = RowsSql::new(
+                    backend,
+                    r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") VALUES "#,
+                    run_id,
+                    chunk.len() * 6,
+                );
+                for (i, m) in chunk.iter().enumerate() {
+                    let (value, is_nan) = crate::stored_value(m.value);
+                    sql.text.push_str(if i == 0 { "(" } else { ", (" });
+                    sql.run();
+                    sql.text.push_str(", ");
+                    sql.key(&m.key);
+                    sql.text.push_str(", ");
+                    sql.bind(m.step);
+                    sql.text.push_str(", ");
+                    sql.bind(m.timestamp);
+                    sql.text.push_str(", ");
+                    sql.bind(value);
+                    sql.text.push_str(", ");
+                    sql.bind(is_nan);
+                    sql.text.push(')');
+                }
+                sql.text.push_str(" ON CONFLICT DO NOTHING");
+                statements.push(sql.statement());
             }
-            sql.text.push_str(" ON CONFLICT DO NOTHING");
-            statements.push(sql.statement());
         }
 
         // Tiles: the batch's own summaries per (key, level, tile), merged into the stored ones.
@@ -323,6 +328,10 @@ impl PointWrites {
             sql.text.push_str(merge);
             statements.push(sql.statement());
         }
+        statements.extend(after);
+        if backend == DbBackend::Sqlite {
+            statements = join_sqlite(statements);
+        }
         PointWrites(statements)
     }
 
@@ -335,12 +344,142 @@ impl PointWrites {
     }
 }
 
+/// SQLite: the point inserts of one run, up to [`POINT_ROWS`] points a statement, binding 3
+/// values a point. The run id and each key are bound once per statement (every placeholder a
+/// plain `?`, in text order: see [`RowsSql`] for why not numbered ones), one `SELECT` per key
+/// joined by `UNION ALL`, the points of a key a `VALUES` list of (step, timestamp, value) with
+/// NaN bound as NULL and stored as (0, is_nan):
+///
+/// ```sql
+/// INSERT INTO "metrics" (...) SELECT ?, ?, "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL
+///   FROM (VALUES (?, ?, ?), ...) WHERE true UNION ALL SELECT ... ON CONFLICT DO NOTHING
+/// ```
+///
+/// Half the values of one row per point (6), and no copy of the run id and key per point: the
+/// driver's binding, its allocations and SQLite's per-call locking were most of the writer's
+/// time. A statement holds at most [`MAX_KEYS_PER_INSERT`] keys (SQLite's limit on a compound
+/// `SELECT` is 500 terms).
+fn sqlite_point_inserts(run_id: &str, metrics: &[MetricPoint]) -> Vec<Statement> {
+    // Keys in first-seen order, each with its points in the batch's order.
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_key: std::collections::HashMap<&str, Vec<&MetricPoint>> = std::collections::HashMap::new();
+    for m in metrics {
+        by_key
+            .entry(m.key.as_str())
+            .or_insert_with(|| {
+                order.push(m.key.as_str());
+                Vec::new()
+            })
+            .push(m);
+    }
+    let mut statements = Vec::new();
+    let mut text = String::new();
+    let mut values: Vec<Value> = Vec::new();
+    let (mut rows, mut keys) = (0usize, 0usize);
+    let flush = |text: &mut String, values: &mut Vec<Value>, statements: &mut Vec<Statement>| {
+        if !values.is_empty() {
+            text.push_str(" ON CONFLICT DO NOTHING");
+            let sql = std::mem::take(text);
+            statements.push(Statement::from_sql_and_values(DbBackend::Sqlite, sql, std::mem::take(values)));
+        }
+    };
+    for key in order {
+        for part in by_key[key].chunks(POINT_ROWS) {
+            if rows + part.len() > POINT_ROWS || keys == MAX_KEYS_PER_INSERT {
+                flush(&mut text, &mut values, &mut statements);
+                (rows, keys) = (0, 0);
+            }
+            if values.is_empty() {
+                text.reserve(200 + POINT_ROWS.min(metrics.len()) * 11);
+                values.reserve(2 + 3 * POINT_ROWS.min(metrics.len()));
+                text.push_str(r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") "#);
+            } else {
+                text.push_str(" UNION ALL ");
+            }
+            text.push_str(
+                r#"SELECT ?, ?, "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL FROM (VALUES "#,
+            );
+            values.push(Value::from(run_id));
+            values.push(Value::from(key));
+            for (i, m) in part.iter().enumerate() {
+                text.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
+                values.push(Value::from(m.step));
+                values.push(Value::from(m.timestamp));
+                values.push(Value::from((!m.value.is_nan()).then_some(m.value)));
+            }
+            text.push_str(") WHERE true");
+            rows += part.len();
+            keys += 1;
+        }
+    }
+    flush(&mut text, &mut values, &mut statements);
+    statements
+}
+
+/// Most keys in one SQLite point insert (one compound `SELECT` term each; SQLite allows 500).
+const MAX_KEYS_PER_INSERT: usize = 400;
+
+/// SQLite: `statements` as one multi-statement call (`;`-separated, the values in order): the
+/// driver runs them in turn on its worker thread, one round trip instead of one each.
+fn join_sqlite(statements: Vec<Statement>) -> Vec<Statement> {
+    if statements.len() < 2 {
+        return statements;
+    }
+    let mut text = String::with_capacity(statements.iter().map(|s| s.sql.len() + 2).sum());
+    let mut values = Vec::with_capacity(statements.iter().map(|s| s.values.as_ref().map_or(0, |v| v.0.len())).sum());
+    for s in statements {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(&s.sql);
+        if let Some(v) = s.values {
+            values.extend(v.0);
+        }
+    }
+    vec![Statement::from_sql_and_values(DbBackend::Sqlite, text, values)]
+}
+
+/// The upserts of the batch's latest point of each key (`latest`), each kept only where it
+/// beats the stored one by MLflow's order (step, then timestamp, then value).
+fn latest_upserts(backend: DbBackend, run_id: &str, latest: &[(&str, StoredPoint)]) -> Vec<Statement> {
+    let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
+        .eq(stored_latest(latest_metric::Column::Step))
+        .and(
+            excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
+                .eq(stored_latest(latest_metric::Column::Timestamp))
+                .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
+        ));
+    latest
+        .chunks(CHUNK_ROWS)
+        .map(|chunk| {
+            latest_metric::Entity::insert_many(chunk.iter().map(|(key, p)| latest_metric::ActiveModel {
+                run_uuid: ActiveValue::Set(run_id.to_owned()),
+                key: ActiveValue::Set((*key).to_owned()),
+                value: ActiveValue::Set(p.value),
+                timestamp: ActiveValue::Set(p.timestamp),
+                step: ActiveValue::Set(p.step),
+                is_nan: ActiveValue::Set(p.is_nan),
+            }))
+            .on_conflict(
+                OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
+                    .update_columns([
+                        latest_metric::Column::Value,
+                        latest_metric::Column::Timestamp,
+                        latest_metric::Column::Step,
+                        latest_metric::Column::IsNan,
+                    ])
+                    .action_and_where(newer.clone())
+                    .to_owned(),
+            )
+            .build(backend)
+        })
+        .collect()
+}
+
 /// One `log_batch` call, owned, its statements built: what a group commit applies.
 pub(crate) struct Batch {
     run_id: String,
     points: PointWrites,
-    /// The batch's latest point of each key.
-    latest: Vec<(String, StoredPoint)>,
     /// Params, one per key.
     params: Vec<(String, String)>,
     /// Tags, the last value of each key.
@@ -385,10 +524,10 @@ impl Batch {
                 })
                 .or_insert(candidate);
         }
+        let latest: Vec<(&str, StoredPoint)> = latest.into_iter().collect();
         Ok(Batch {
             run_id: run_id.to_owned(),
-            points: PointWrites::new(backend, run_id, metrics),
-            latest: latest.into_iter().map(|(k, p)| (k.to_owned(), p)).collect(),
+            points: PointWrites::new(backend, run_id, metrics, latest_upserts(backend, run_id, &latest)),
             params: unique.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             tags: last_wins(tags),
         })
@@ -397,8 +536,23 @@ impl Batch {
     /// Apply the batch inside `txn`: NotFound if the run is absent, ParamChanged if a param
     /// has another value already (the caller rolls back then).
     async fn apply(self, txn: &DatabaseTransaction) -> Result<()> {
+        self.apply_in(txn, None).await
+    }
+
+    /// [`Batch::apply`]; with `savepoint` (SQLite), the batch opens that savepoint in its first
+    /// call to the driver and releases it in its last (a failure leaves it open for the caller
+    /// to roll back to), so a batch in a group costs no round trips of its own for them.
+    async fn apply_in(self, txn: &DatabaseTransaction, savepoint: Option<&str>) -> Result<()> {
         let run_id = self.run_id.as_str();
-        if !run_exists(txn, run_id).await? {
+        let exists = match savepoint {
+            Some(sp) => {
+                let sql = format!(r#"SAVEPOINT "{sp}"; SELECT 1 FROM "runs" WHERE "run_uuid" = ?"#);
+                let check = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Value::from(run_id)]);
+                txn.query_one_raw(check).await?.is_some()
+            }
+            None => run_exists(txn, run_id).await?,
+        };
+        if !exists {
             return Err(run_not_found(run_id));
         }
 
@@ -436,40 +590,17 @@ impl Batch {
             .await?;
         }
 
-        // Every point (one already stored is skipped) and the tiles of their steps.
-        self.points.run(txn).await?;
-
-        // The batch's latest point of each key, kept only where it beats the stored one.
-        let newer = excluded("step").gt(stored_latest(latest_metric::Column::Step)).or(excluded("step")
-            .eq(stored_latest(latest_metric::Column::Step))
-            .and(
-                excluded("timestamp").gt(stored_latest(latest_metric::Column::Timestamp)).or(excluded("timestamp")
-                    .eq(stored_latest(latest_metric::Column::Timestamp))
-                    .and(excluded("value").gt(stored_latest(latest_metric::Column::Value)))),
-            ));
-        for chunk in self.latest.chunks(CHUNK_ROWS) {
-            latest_metric::Entity::insert_many(chunk.iter().map(|(key, p)| latest_metric::ActiveModel {
-                run_uuid: ActiveValue::Set(run_id.to_owned()),
-                key: ActiveValue::Set(key.clone()),
-                value: ActiveValue::Set(p.value),
-                timestamp: ActiveValue::Set(p.timestamp),
-                step: ActiveValue::Set(p.step),
-                is_nan: ActiveValue::Set(p.is_nan),
-            }))
-            .on_conflict(
-                OnConflict::columns([latest_metric::Column::RunUuid, latest_metric::Column::Key])
-                    .update_columns([
-                        latest_metric::Column::Value,
-                        latest_metric::Column::Timestamp,
-                        latest_metric::Column::Step,
-                        latest_metric::Column::IsNan,
-                    ])
-                    .action_and_where(newer.clone())
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+        // Every point (one already stored is skipped), the tiles of their steps and the
+        // latest value of each key; the savepoint's release with them when nothing follows.
+        let release = savepoint.map(|sp| format!(r#"RELEASE "{sp}""#));
+        let mut points = self.points.0;
+        let mut released = false;
+        if let (Some(release), true, Some(last)) = (&release, self.tags.is_empty(), points.last_mut()) {
+            last.sql.push_str("; ");
+            last.sql.push_str(release);
+            released = true;
         }
+        PointWrites(points).run(txn).await?;
 
         // Tags are mutable: the last value wins.
         for chunk in self.tags.chunks(CHUNK_ROWS) {
@@ -485,6 +616,9 @@ impl Batch {
             )
             .exec_without_returning(txn)
             .await?;
+        }
+        if let (Some(release), false) = (release, released) {
+            txn.execute_unprepared(&release).await?;
         }
         Ok(())
     }
@@ -557,6 +691,9 @@ impl Store {
                 return;
             }
         };
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            return write_group_sqlite(txn, group).await;
+        }
         if group.len() == 1 {
             let (batch, done) = group.into_iter().next().expect("one batch");
             let result = match batch.apply(&txn).await {
@@ -602,20 +739,59 @@ impl Store {
                 }
             }
         }
-        let committed = match broken {
-            Some(e) => {
-                let _ = txn.rollback().await;
-                Err(e)
-            }
-            None => txn.commit().await.map_err(StoreError::from),
-        };
-        for (done, result) in outcomes {
-            let result = match (&committed, result) {
-                (Err(e), Ok(())) => Err(group_error(e)),
-                (_, result) => result,
-            };
-            let _ = done.send(result);
+        finish_group(txn, outcomes, broken).await;
+    }
+}
+
+/// SQLite's group write: each batch in a savepoint opened and released inside its own calls to
+/// the driver ([`Batch::apply_in`]), so a batch costs two round trips to the driver's worker
+/// thread (savepoint and run check; writes and release) plus its params' reads, and the group
+/// one begin and one commit. A failed batch is rolled back to its savepoint alone.
+async fn write_group_sqlite(txn: DatabaseTransaction, group: Vec<Waiting>) {
+    const SAVEPOINT: &str = "capstan_batch";
+    let mut outcomes: Vec<(oneshot::Sender<Result<()>>, Result<()>)> = Vec::with_capacity(group.len());
+    let mut broken: Option<StoreError> = None;
+    for (batch, done) in group {
+        if let Some(e) = &broken {
+            outcomes.push((done, Err(group_error(e))));
+            continue;
         }
+        match batch.apply_in(&txn, Some(SAVEPOINT)).await {
+            Ok(()) => outcomes.push((done, Ok(()))),
+            Err(e) => {
+                // Undo what the batch wrote, whichever statement failed (a savepoint that was
+                // never opened makes this fail: then the transaction's state is unknown).
+                let undo = format!(r#"ROLLBACK TO "{SAVEPOINT}"; RELEASE "{SAVEPOINT}""#);
+                if let Err(undo) = txn.execute_unprepared(&undo).await {
+                    broken = Some(StoreError::from(undo));
+                }
+                outcomes.push((done, Err(e)));
+            }
+        }
+    }
+    finish_group(txn, outcomes, broken).await;
+}
+
+/// The end of a group write: commit unless a shared step `broke` it (then roll back), and answer
+/// every batch: its own outcome, or the commit's failure for a batch that had succeeded.
+async fn finish_group(
+    txn: DatabaseTransaction,
+    outcomes: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
+    broken: Option<StoreError>,
+) {
+    let committed = match broken {
+        Some(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+        None => txn.commit().await.map_err(StoreError::from),
+    };
+    for (done, result) in outcomes {
+        let result = match (&committed, result) {
+            (Err(e), Ok(())) => Err(group_error(e)),
+            (_, result) => result,
+        };
+        let _ = done.send(result);
     }
 }
 

@@ -28,7 +28,8 @@ use capstan_search::{compare_str, AttrKind, AttrValue, Comparison, Entity, Expr 
 use capstan_search::{SearchTarget, Value as FilterValue};
 use sea_orm::sea_query::{Alias, BinOper, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder,
 };
 
 use crate::entities::{dataset, experiment, experiment_tag, input, input_tag, latest_metric, param, run, tag};
@@ -1400,6 +1401,351 @@ impl Searchable for experiment::Model {
                 ..RowView::default()
             })
             .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The web UI's runs table: only the columns shown
+// ---------------------------------------------------------------------------------------
+
+/// One cell of [`RunsTable`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableCell {
+    /// The run has no such metric, param or tag (or the column names none), or the
+    /// metric's latest value is NaN (JSON and CSV show both alike).
+    Missing,
+    /// A metric's latest value (not NaN).
+    Number(f64),
+    /// A param's or tag's value.
+    Text(String),
+}
+
+/// One run of [`RunsTable`]: its attributes and one cell per asked column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunsTableRow {
+    /// Run id.
+    pub run_id: String,
+    /// Run name.
+    pub run_name: String,
+    /// Status (`RUNNING`, `FINISHED`...).
+    pub status: String,
+    /// ms since epoch.
+    pub start_time: i64,
+    /// The asked columns' values, in their order.
+    pub cells: Vec<TableCell>,
+}
+
+/// The runs of some experiments that match a filter, with only the asked columns read
+/// ([`Store::runs_table`]): what the web UI's runs table shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsTable {
+    /// Every metric key the matching runs have, sorted.
+    pub metric_keys: Vec<String>,
+    /// Every param key, sorted.
+    pub param_keys: Vec<String>,
+    /// Every tag key except MLflow's system tags (`mlflow.*`), sorted.
+    pub tag_keys: Vec<String>,
+    /// The columns read, as chosen (each row's cells follow them).
+    pub columns: Vec<String>,
+    /// The runs, newest start time first (then by id), at most the limit asked.
+    pub rows: Vec<RunsTableRow>,
+}
+
+/// Which runs a table query reads values of: those the scope statement selects (its single
+/// column is `run_uuid`), or a list of ids (read in chunks).
+enum TableScope<'a> {
+    Sub(&'a SelectStatement),
+    Ids(&'a [String]),
+}
+
+impl TableScope<'_> {
+    /// The condition `run_uuid IN (...)` for the whole scope (Sub) or for each chunk (Ids).
+    fn conditions(&self) -> Vec<Expr> {
+        let run = || Expr::col(Alias::new("run_uuid"));
+        match self {
+            TableScope::Sub(sub) => vec![run().in_subquery((*sub).clone())],
+            TableScope::Ids(ids) => ids.chunks(CHUNK_ROWS).map(|c| run().is_in(c.iter().map(String::as_str))).collect(),
+        }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct TableKey {
+    key: String,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct TableMetric {
+    run_uuid: String,
+    key: String,
+    value: f64,
+    is_nan: bool,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct TableText {
+    run_uuid: String,
+    key: String,
+    value: String,
+}
+
+/// A column name of the runs table split into its table and key: `metrics.x` ->
+/// (`latest_metrics`, `x`), `params.y` -> (`params`, `y`), `tags.z` -> (`tags`, `z`);
+/// None for anything else.
+pub fn table_column(column: &str) -> Option<(&'static str, &str)> {
+    let (kind, key) = column.split_once('.')?;
+    let table = match kind {
+        "metrics" => "latest_metrics",
+        "params" => "params",
+        "tags" => "tags",
+        _ => return None,
+    };
+    (!key.is_empty()).then_some((table, key))
+}
+
+/// The most columns [`Store::runs_table`] reads in its one-row-per-run query (SQLite allows
+/// 2,000 result columns); more are read as rows per table.
+const ONE_QUERY_COLUMNS: usize = 100;
+
+/// Column positions per key, for one table.
+type KeyColumns<'a> = HashMap<&'a str, Vec<usize>>;
+
+impl Store {
+    /// The runs table of the web UI: the runs of `experiment_ids` in `view` matching
+    /// `filter` (newest first, at most `limit`), every metric, param and tag key those runs
+    /// have (for a column chooser), and for each run just the values of the columns
+    /// `columns` picks given those keys (metric, param, tag keys): `metrics.<key>`,
+    /// `params.<key>`, `tags.<key>`; others are [`TableCell::Missing`].
+    ///
+    /// Unlike [`Store::search_runs`] this never loads a run's other metrics, params, tags or
+    /// inputs. The key lists are three `DISTINCT` queries run side by side on the read pool,
+    /// scoped by a subquery over the matching runs; the rows are then one query, one row per
+    /// run, each column a correlated subquery on its table's primary key. When the filter
+    /// must be checked in memory, the runs are read first and the keys and values are read
+    /// for the matching ids in chunks instead. When more than `limit` runs match, the key
+    /// lists may also hold keys of runs past the limit.
+    pub async fn runs_table(
+        &self,
+        experiment_ids: &[String],
+        filter: Option<&Filter>,
+        view: ViewType,
+        limit: usize,
+        columns: impl FnOnce(&[String], &[String], &[String]) -> Vec<String>,
+    ) -> Result<RunsTable> {
+        let backend = self.db.get_database_backend();
+        let experiment_ids = parse_experiment_ids(experiment_ids);
+        if experiment_ids.is_empty() {
+            return Ok(RunsTable::default());
+        }
+        let mut scope = Query::select();
+        scope
+            .from_as(run::Entity, Alias::new(MAIN))
+            .and_where(col(MAIN, "experiment_id").is_in(experiment_ids))
+            .and_where(col(MAIN, "lifecycle_stage").is_in(view.stages().iter().copied()));
+        let mut exact = true;
+        if let Some(filter) = filter {
+            let (cond, is_exact) = filter_sql(filter, &RUN_SCHEMA, backend);
+            scope.and_where(cond);
+            exact = is_exact;
+        }
+        let mut stmt = scope.clone();
+        stmt.columns(
+            [
+                run::Column::RunUuid,
+                run::Column::ExperimentId,
+                run::Column::Name,
+                run::Column::Status,
+                run::Column::StartTime,
+                run::Column::EndTime,
+                run::Column::LifecycleStage,
+                run::Column::ArtifactUri,
+                run::Column::UserId,
+            ]
+            .map(|c| (Alias::new(MAIN), c)),
+        )
+        .order_by_expr(col(MAIN, "start_time"), Order::Desc)
+        .order_by_expr(col(MAIN, "run_uuid"), Order::Asc);
+        scope.column((Alias::new(MAIN), run::Column::RunUuid));
+        if exact {
+            let (metric_keys, param_keys, tag_keys) = self.table_key_lists(&TableScope::Sub(&scope)).await?;
+            let columns = columns(&metric_keys, &param_keys, &tag_keys);
+            let rows = if columns.len() <= ONE_QUERY_COLUMNS {
+                self.table_rows(&stmt, &columns, limit).await?
+            } else {
+                let (runs, _) = scan::<run::Model>(&self.db, &stmt, filter, exact, limit, 0).await?;
+                self.table_cells(runs, &columns, &TableScope::Sub(&scope)).await?
+            };
+            return Ok(RunsTable { metric_keys, param_keys, tag_keys, columns, rows });
+        }
+        let (runs, _) = scan::<run::Model>(&self.db, &stmt, filter, exact, limit, 0).await?;
+        if runs.is_empty() {
+            return Ok(RunsTable::default());
+        }
+        let ids: Vec<String> = runs.iter().map(|r| r.run_uuid.clone()).collect();
+        let scope = TableScope::Ids(&ids);
+        let (metric_keys, param_keys, tag_keys) = self.table_key_lists(&scope).await?;
+        let columns = columns(&metric_keys, &param_keys, &tag_keys);
+        let rows = self.table_cells(runs, &columns, &scope).await?;
+        Ok(RunsTable { metric_keys, param_keys, tag_keys, columns, rows })
+    }
+
+    /// `runs` with the values of `columns` read as `run_uuid, key, value` rows per table
+    /// over the scope (which holds the runs): for filters checked in memory, and for more
+    /// columns than one query should carry.
+    async fn table_cells(
+        &self,
+        runs: Vec<run::Model>,
+        columns: &[String],
+        scope: &TableScope<'_>,
+    ) -> Result<Vec<RunsTableRow>> {
+        let index: HashMap<&str, usize> = runs.iter().enumerate().map(|(i, r)| (r.run_uuid.as_str(), i)).collect();
+        let mut wanted: HashMap<&'static str, KeyColumns<'_>> = HashMap::new();
+        for (j, c) in columns.iter().enumerate() {
+            if let Some((table, key)) = table_column(c) {
+                wanted.entry(table).or_default().entry(key).or_default().push(j);
+            }
+        }
+        let none = KeyColumns::new();
+        let metric_cols = wanted.get("latest_metrics").unwrap_or(&none);
+        let param_cols = wanted.get("params").unwrap_or(&none);
+        let tag_cols = wanted.get("tags").unwrap_or(&none);
+        let (metrics, params, tags) = futures_util::try_join!(
+            self.table_values::<TableMetric>("latest_metrics", &["value", "is_nan"], metric_cols, scope),
+            self.table_values::<TableText>("params", &["value"], param_cols, scope),
+            self.table_values::<TableText>("tags", &["value"], tag_cols, scope),
+        )?;
+        let mut cells = vec![vec![TableCell::Missing; columns.len()]; runs.len()];
+        for m in metrics {
+            if let (Some(&i), Some(js)) = (index.get(m.run_uuid.as_str()), metric_cols.get(m.key.as_str())) {
+                for &j in js {
+                    if !m.is_nan {
+                        cells[i][j] = TableCell::Number(m.value);
+                    }
+                }
+            }
+        }
+        for (rows, cols) in [(params, param_cols), (tags, tag_cols)] {
+            for t in rows {
+                if let (Some(&i), Some(js)) = (index.get(t.run_uuid.as_str()), cols.get(t.key.as_str())) {
+                    for &j in js {
+                        cells[i][j] = TableCell::Text(t.value.clone());
+                    }
+                }
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .zip(cells)
+            .map(|(r, cells)| RunsTableRow {
+                run_id: r.run_uuid,
+                run_name: r.name,
+                status: r.status,
+                start_time: r.start_time,
+                cells,
+            })
+            .collect())
+    }
+
+    /// Metric, param and tag keys (without `mlflow.*` tags) over the scope's runs, sorted.
+    async fn table_key_lists(&self, scope: &TableScope<'_>) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+        let (metrics, params, tags) = futures_util::try_join!(
+            self.table_keys("latest_metrics", scope),
+            self.table_keys("params", scope),
+            self.table_keys("tags", scope),
+        )?;
+        Ok((metrics, params, tags.into_iter().filter(|k| !k.starts_with("mlflow.")).collect()))
+    }
+
+    /// The runs `stmt` selects (its order, at most `limit`), each with the values of
+    /// `columns`: one query, one correlated subquery per column on its table's primary key
+    /// (`run_uuid`, `key`).
+    async fn table_rows(&self, stmt: &SelectStatement, columns: &[String], limit: usize) -> Result<Vec<RunsTableRow>> {
+        let backend = self.db.get_database_backend();
+        let mut one = stmt.clone();
+        let mut metric = Vec::with_capacity(columns.len());
+        for (j, c) in columns.iter().enumerate() {
+            let Some((table, key)) = table_column(c) else {
+                metric.push(None);
+                continue;
+            };
+            let is_metric = table == "latest_metrics";
+            let value =
+                if is_metric { Expr::cust("CASE WHEN x.is_nan THEN NULL ELSE x.value END") } else { col("x", "value") };
+            let mut sub = Query::select();
+            sub.expr(value)
+                .from_as(Alias::new(table), Alias::new("x"))
+                .and_where(col("x", "run_uuid").equals((Alias::new(MAIN), Alias::new("run_uuid"))))
+                .and_where(col("x", "key").eq(key));
+            one.expr_as(Expr::SubQuery(None, Box::new(sub.into())), Alias::new(format!("c{j}")));
+            metric.push(Some(is_metric));
+        }
+        one.limit(limit as u64);
+        let rows = self.db.query_all_raw(backend.build(&one)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut cells = Vec::with_capacity(columns.len());
+            for (j, m) in metric.iter().enumerate() {
+                let name = format!("c{j}");
+                cells.push(match m {
+                    None => TableCell::Missing,
+                    Some(true) => row.try_get::<Option<f64>>("", &name)?.map_or(TableCell::Missing, TableCell::Number),
+                    Some(false) => {
+                        row.try_get::<Option<String>>("", &name)?.map_or(TableCell::Missing, TableCell::Text)
+                    }
+                });
+            }
+            out.push(RunsTableRow {
+                run_id: row.try_get("", "run_uuid")?,
+                run_name: row.try_get("", "name")?,
+                status: row.try_get("", "status")?,
+                start_time: row.try_get("", "start_time")?,
+                cells,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The distinct keys of `table` (latest_metrics, params, tags) over the scope's runs,
+    /// sorted.
+    async fn table_keys(&self, table: &str, scope: &TableScope<'_>) -> Result<Vec<String>> {
+        let backend = self.db.get_database_backend();
+        let mut keys = BTreeSet::new();
+        for runs in scope.conditions() {
+            let mut s = Query::select();
+            s.distinct().column(Alias::new("key")).from(Alias::new(table)).and_where(runs);
+            for k in TableKey::find_by_statement(backend.build(&s)).all(&self.db).await? {
+                keys.insert(k.key);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// `run_uuid, key, <value columns>` of `table` for the asked keys over the scope's runs
+    /// (nothing when no key is asked).
+    async fn table_values<R: FromQueryResult>(
+        &self,
+        table: &str,
+        value_columns: &[&str],
+        keys: &KeyColumns<'_>,
+        scope: &TableScope<'_>,
+    ) -> Result<Vec<R>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.db.get_database_backend();
+        let mut out = Vec::new();
+        for runs in scope.conditions() {
+            let mut s = Query::select();
+            s.column(Alias::new("run_uuid")).column(Alias::new("key"));
+            for c in value_columns {
+                s.column(Alias::new(*c));
+            }
+            s.from(Alias::new(table))
+                .and_where(Expr::col(Alias::new("key")).is_in(keys.keys().copied()))
+                .and_where(runs);
+            out.extend(R::find_by_statement(backend.build(&s)).all(&self.db).await?);
+        }
+        Ok(out)
     }
 }
 

@@ -627,6 +627,77 @@ async fn large_batches_span_several_inserts(store: Store) {
     }
 }
 
+async fn many_keys_nan_and_infinities_in_one_batch(store: Store) {
+    let run = new_run(&store).await;
+    // 950 keys of one point and one key of 50 points (with NaN and infinities): more keys than
+    // one SQLite insert statement takes.
+    let mut metrics: Vec<MetricPoint> = (0..950).map(|i| point(&format!("k{i:04}"), i as f64 * 0.1, i, 7)).collect();
+    let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -2.5e-300, f64::MIN_POSITIVE, 1e308];
+    for i in 0..50 {
+        metrics.insert(i * 19, point("many", special[i % special.len()], 1000 + i as i64, i as i64));
+    }
+    store.log_batch(&run.run_id, &metrics, &[], &[]).await.unwrap();
+    store.log_batch(&run.run_id, &metrics, &[], &[]).await.unwrap();
+    for key in ["k0000", "k0399", "k0400", "k0949"] {
+        let expected: Vec<MetricPoint> = metrics.iter().filter(|m| m.key == key).cloned().collect();
+        assert_eq!(store.metric_history(&run.run_id, key).await.unwrap(), expected, "{key}");
+    }
+    let many = store.metric_history(&run.run_id, "many").await.unwrap();
+    assert_eq!(many.len(), 50);
+    for (i, m) in many.iter().enumerate() {
+        let want = special[i % special.len()];
+        assert_eq!((m.step, m.timestamp), (i as i64, 1000 + i as i64));
+        assert!(
+            m.value.to_bits() == want.to_bits() || (want.is_nan() && m.value.is_nan()),
+            "{i}: {} vs {want}",
+            m.value
+        );
+    }
+    let got = store.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(got.metrics.len(), 951);
+}
+
+async fn failing_batches_in_a_group_are_rolled_back_alone(store: Store) {
+    // Many concurrent batches share group commits: the failing ones (an absent run, a changed
+    // param, metrics and tags included) write nothing and get their own error; every other
+    // batch of their groups lands.
+    let run = new_run(&store).await;
+    store.log_batch(&run.run_id, &[], &kv(&[("lr", "0.1")]), &[]).await.unwrap();
+    let calls = futures(48, |i| {
+        let store = store.clone();
+        let run_id = run.run_id.clone();
+        async move {
+            let i = i as i64;
+            let metrics = [point("good", i as f64, i, i), point(&format!("k{i}"), 1.0, i, i)];
+            match i % 3 {
+                0 => store.log_batch(&run_id, &metrics, &[], &kv(&[(format!("t{i}").as_str(), "v")])).await,
+                1 => {
+                    let bad = [point("bad", i as f64, i, i)];
+                    store.log_batch(&run_id, &bad, &kv(&[("lr", "0.2")]), &kv(&[("bad", "x")])).await
+                }
+                _ => store.log_batch("0123456789abcdef0123456789abcdef", &metrics, &[], &[]).await,
+            }
+        }
+    })
+    .await;
+    for (i, result) in calls.into_iter().enumerate() {
+        match (i % 3, result) {
+            (0, Ok(())) => {}
+            (1, Err(StoreError::ParamChanged { key, .. })) => assert_eq!(key, "lr"),
+            (2, Err(StoreError::NotFound(what))) => assert!(what.contains("0123456789abcdef"), "{what}"),
+            (_, other) => panic!("call {i}: {other:?}"),
+        }
+    }
+    let got = store.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(got.params, kv(&[("lr", "0.1")]));
+    assert_eq!(got.tags.len(), 16, "{:?}", got.tags);
+    assert!(got.tags.iter().all(|(k, _)| k != "bad"));
+    let good: Vec<i64> = store.metric_history(&run.run_id, "good").await.unwrap().iter().map(|p| p.step).collect();
+    assert_eq!(good, (0..48).step_by(3).collect::<Vec<i64>>());
+    assert!(store.metric_history(&run.run_id, "bad").await.unwrap().is_empty());
+    assert_eq!(got.metrics.len(), 17, "good and k0, k3, ... k45");
+}
+
 // ---- concurrency ----
 
 async fn concurrent_writers_do_not_fail(store: Store) {
@@ -711,6 +782,68 @@ async fn two_stores_on_one_database_wait_for_each_other(db: &TestDb) {
     assert_eq!(a.list_events(&run_id).await.unwrap().len(), 160);
 }
 
+// ---- the web UI's runs table ----
+
+async fn runs_table_reads_only_the_asked_columns(store: Store) {
+    use crate::runs_search::{TableCell, ViewType};
+    let exp = store.create_experiment("table", &[]).await.unwrap();
+    let r1 = store.create_run(&exp, "one", 1_000, &kv(&[("t", "u"), ("mlflow.user", "me")])).await.unwrap().run_id;
+    let r2 = store.create_run(&exp, "two", 2_000, &[]).await.unwrap().run_id;
+    let r3 = store.create_run(&exp, "gone", 3_000, &[]).await.unwrap().run_id;
+    store.log_batch(&r1, &[point("a", 1.0, 1, 0), point("b", f64::NAN, 1, 0)], &kv(&[("p", "éx")]), &[]).await.unwrap();
+    store
+        .log_batch(&r2, &[point("a", 2.0, 1, 0), point("c", 3.0, 1, 0)], &kv(&[("p", "y"), ("q", "z")]), &[])
+        .await
+        .unwrap();
+    store.log_batch(&r3, &[point("a", 9.0, 1, 0)], &[], &[]).await.unwrap();
+    store.set_run_lifecycle(&r3, "deleted").await.unwrap();
+    let cols: Vec<String> =
+        ["metrics.a", "metrics.b", "params.p", "tags.t", "bogus", "metrics.a"].iter().map(|c| c.to_string()).collect();
+    let exps = [exp.clone()];
+    let t = store.runs_table(&exps, None, ViewType::ActiveOnly, 100, |_, _, _| cols.clone()).await.unwrap();
+    assert_eq!(t.rows.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [r2.as_str(), r1.as_str()]);
+    assert_eq!(t.metric_keys, ["a", "b", "c"]);
+    assert_eq!(t.param_keys, ["p", "q"]);
+    assert_eq!(t.tag_keys, ["t"], "system tags left out");
+    let two = &t.rows[0];
+    assert_eq!((two.run_name.as_str(), two.status.as_str(), two.start_time), ("two", "RUNNING", 2_000));
+    use TableCell::{Missing, Number, Text};
+    assert_eq!(two.cells, [Number(2.0), Missing, Text("y".into()), Missing, Missing, Number(2.0)]);
+    let one = &t.rows[1].cells;
+    assert_eq!(one[0], Number(1.0));
+    assert_eq!(one[1], Missing, "NaN reads as missing");
+    assert_eq!(one[2..], [Text("éx".into()), Text("u".into()), Missing, Number(1.0)]);
+
+    // More columns than one query carries: read as rows per table, same values.
+    let wide: Vec<String> = (0..150).map(|i| if i % 2 == 0 { "metrics.a" } else { "params.p" }.to_string()).collect();
+    let w = store.runs_table(&exps, None, ViewType::ActiveOnly, 100, |_, _, _| wide.clone()).await.unwrap();
+    assert_eq!(w.rows.len(), 2);
+    assert_eq!(w.rows[0].cells.len(), 150);
+    assert_eq!(w.rows[0].cells[..2], [Number(2.0), Text("y".into())]);
+    assert_eq!(w.rows[1].cells[148..], [Number(1.0), Text("éx".into())]);
+
+    // An exact filter (SQL), a filter checked in memory (non-ASCII ILIKE), a limit.
+    let f = capstan_search::parse_filter("metrics.a > 1").unwrap();
+    let t = store.runs_table(&exps, f.as_ref(), ViewType::ActiveOnly, 100, |_, _, _| cols.clone()).await.unwrap();
+    assert_eq!(t.rows.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [r2.as_str()]);
+    assert_eq!(t.metric_keys, ["a", "c"]);
+    let f = capstan_search::parse_filter("params.p ILIKE 'é%'").unwrap();
+    let t = store.runs_table(&exps, f.as_ref(), ViewType::ActiveOnly, 100, |_, _, _| cols.clone()).await.unwrap();
+    assert_eq!(t.rows.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [r1.as_str()]);
+    assert_eq!(t.rows[0].cells[..3], [Number(1.0), Missing, Text("éx".into())], "NaN reads as missing here too");
+    assert_eq!(t.param_keys, ["p"]);
+    let t = store.runs_table(&exps, None, ViewType::ActiveOnly, 1, |_, _, _| cols.clone()).await.unwrap();
+    assert_eq!(t.rows.len(), 1);
+    assert_eq!(t.rows[0].run_id, r2);
+    let t = store.runs_table(&exps, None, ViewType::DeletedOnly, 100, |m, _, _| m.to_vec()).await.unwrap();
+    assert_eq!(t.rows.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [r3.as_str()]);
+    assert_eq!(t.metric_keys, ["a"]);
+    assert_eq!(t.columns, ["a"], "chosen from the keys");
+    assert_eq!(t.rows[0].cells, [Missing], "`a` names no table");
+    let none = store.runs_table(&["nope".to_string()], None, ViewType::All, 100, |_, _, _| cols.clone()).await.unwrap();
+    assert!(none.rows.is_empty() && none.metric_keys.is_empty());
+}
+
 // ---- every backend ----
 
 /// One test on one backend: `store` and `multi` tests take a store on a fresh database,
@@ -783,6 +916,9 @@ on_both_backends! {
     store latest_metric_is_highest_step_then_timestamp;
     store tags_are_mutable_and_everything_sorted;
     store large_batches_span_several_inserts;
+    store many_keys_nan_and_infinities_in_one_batch;
+    store failing_batches_in_a_group_are_rolled_back_alone;
+    store runs_table_reads_only_the_asked_columns;
     multi concurrent_writers_do_not_fail;
     multi_db two_stores_on_one_database_wait_for_each_other;
     db data_survives_reopening;
