@@ -55,6 +55,11 @@ pub const LABEL_AGENT_ID: &str = "capstan.dev/agent-id";
 /// Label: node name of the agent that started it.
 pub const LABEL_NODE: &str = "capstan.dev/node";
 
+/// An `argv[0]` that keeps the image's entrypoint: the rest of argv becomes the image's
+/// command (its `CMD`, the arguments of the entrypoint), as Kubernetes' `args` without
+/// `command` do. An argv of this alone keeps both the entrypoint and the command.
+pub const KEEP_ENTRYPOINT: &str = "";
+
 /// Sockets tried, in order, when neither the configuration nor $DOCKER_HOST names one.
 pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/docker.sock"];
 
@@ -244,6 +249,7 @@ impl ContainerRuntime {
         .collect();
 
         let (entrypoint, cmd) = match spec.argv.split_first() {
+            Some((program, args)) if program == KEEP_ENTRYPOINT => (None, (!args.is_empty()).then(|| args.to_vec())),
             Some((program, args)) => (Some(vec![program.clone()]), Some(args.to_vec())),
             None => (None, None),
         };

@@ -9,6 +9,8 @@
 #
 # RUNS (default 10000) runs of 10 metrics and 5 params; BIG (default 1000000) points in one
 # metric; REPEAT (default 3) cold page loads per figure (the median is reported).
+# CARGO_TARGET_DIR (default target) is where the release build goes (its own directory
+# keeps it off the debug builds' lock).
 # MLflow goes into the virtual environment bench/tracking/run.sh uses
 # (${XDG_CACHE_HOME:-~/.cache}/capstan/bench-venv, CAPSTAN_BENCH_VENV).
 set -euo pipefail
@@ -21,12 +23,14 @@ BIG="${BIG:-1000000}"
 export REPEAT="${REPEAT:-3}"
 log() { echo "bench-ui: $*" >&2; }
 
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 scripts/ui-deps.sh
-log "building the release wasm bundle and capstan (release)"
-export CAPSTAN_UI_SITE_DIR="$PWD/target/site-release"
+log "building the release wasm bundle and capstan (release, in $TARGET_DIR)"
+export CAPSTAN_UI_SITE_DIR="$(realpath -m "$TARGET_DIR")/site-release"
 scripts/build-ui.sh --release
 cargo build --release --locked -p capstan >&2
-CAPSTAN=target/release/capstan
+CAPSTAN="$TARGET_DIR/release/capstan"
+log "wasm bundle: $(stat -c %s "$CAPSTAN_UI_SITE_DIR/pkg/capstan_ui_bg.wasm") bytes"
 
 if ! "$VENV/bin/python" -c "import mlflow, sys; sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" 2>/dev/null; then
     log "installing mlflow==$MLFLOW_VERSION into $VENV"

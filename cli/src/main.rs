@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod controller;
+mod kube_triggers;
 mod node_marker;
 mod pipelines;
 mod serve;
@@ -37,7 +38,7 @@ enum Command {
     /// --simulate-gpus), serve Prometheus /metrics (--metrics-listen), push to --server.
     Agent(agent::AgentArgs),
     /// Run only the HTTP server (API and tracking), no controller or agent.
-    Server(up::ServerArgs),
+    Server(up::ServerCommandArgs),
     /// Run the Kubernetes controller: reconcile TrainingJobs and Queues into pods on the
     /// cluster of the kubeconfig (or in-cluster), with leader election.
     Controller(controller::ControllerArgs),

@@ -52,6 +52,25 @@ pub struct ServerArgs {
     artifacts_destination: Option<String>,
 }
 
+/// Options of `capstan server`: the server's, plus where its pipeline triggers live.
+#[derive(Args, Debug)]
+pub struct ServerCommandArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Pipeline triggers on Kubernetes: webhooks and `capstan pipeline run` read the cluster's
+    /// Pipeline objects and Secrets and create PipelineRun objects (reconciled by `capstan
+    /// controller`) instead of rows in the server's store. Uses --kubeconfig, else the
+    /// in-cluster service account, $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "CAPSTAN_KUBERNETES")]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes.
+    #[arg(long, requires = "kubernetes", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: only this namespace's Pipelines start runs (default: every namespace).
+    #[arg(long, requires = "kubernetes", value_name = "NAMESPACE")]
+    pipelines_namespace: Option<String>,
+}
+
 /// Token for a server reachable beyond loopback: `$CAPSTAN_API_TOKEN` when set (the Helm
 /// chart passes one from a Secret, shared with the controller), else generated and printed
 /// once on first start, kept only as its hash.
@@ -131,12 +150,26 @@ fn url_of(addr: SocketAddr) -> String {
 }
 
 /// `capstan server`.
-pub async fn server(args: ServerArgs) -> Result<i32> {
-    let p = prepare(&args).await?;
+pub async fn server(args: ServerCommandArgs) -> Result<i32> {
+    let p = prepare(&args.server).await?;
     let addr = p.listener.local_addr()?;
+    let mut routes = app(p.state.clone());
+    if args.kubernetes {
+        // kube's rustls and object_store's share one crypto provider: aws-lc-rs.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = crate::controller::client(args.kubeconfig.as_ref()).await?;
+        let cluster = crate::kube_triggers::KubePipelines::new(client, args.pipelines_namespace.clone());
+        cluster.check().await.context(
+            "--kubernetes: cannot list the cluster's Pipelines (are the capstan.dev CRDs installed, and may this \
+             ServiceAccount list pipelines.capstan.dev?)",
+        )?;
+        routes = capstan_server::webhooks::on_cluster(routes, Arc::new(cluster));
+        let scope = args.pipelines_namespace.as_deref().unwrap_or("every namespace");
+        println!("Pipeline triggers run on Kubernetes: Pipelines of {scope}, runs as PipelineRun objects");
+    }
     p.state.ready.store(true, Ordering::Release);
     println!("Capstan server is up at {}", url_of(addr));
-    axum::serve(p.listener, app(p.state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(p.listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(0)
 }
 

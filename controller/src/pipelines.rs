@@ -335,7 +335,8 @@ pub fn new_heads(
         .collect()
 }
 
-async fn git(args: &[&str]) -> Result<String, String> {
+/// Runs git (no prompt, 30 s at most): its stdout, or why it failed.
+pub(crate) async fn git(args: &[&str]) -> Result<String, String> {
     let child = tokio::process::Command::new("git")
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -351,7 +352,7 @@ async fn git(args: &[&str]) -> Result<String, String> {
 }
 
 /// Author and subject of a commit, when the repository is a local path git can read.
-async fn local_commit_info(repo: &str, sha: &str) -> Option<(String, String)> {
+pub(crate) async fn local_commit_info(repo: &str, sha: &str) -> Option<(String, String)> {
     if !std::path::Path::new(repo).exists() {
         return None;
     }

@@ -130,12 +130,20 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
         .collect();
     let node = local_node(ctx);
     let unhealthy = ctx.agent.unhealthy_gpus();
+    // GPUs serving ModelDeployment replicas are not the scheduler's to give (no double booking).
+    let serving = crate::deployments::held_gpus(ctx).await?;
+    let job_node = LocalNode {
+        name: node.name.clone(),
+        gpus: node.gpus.iter().filter(|g| !serving.contains(&g.0)).cloned().collect(),
+        cpu_millis: node.cpu_millis,
+        memory_bytes: node.memory_bytes,
+    };
     let decisions = {
         let views: Vec<JobView> = parsed
             .iter()
             .filter_map(|(job, spec, status)| spec.as_ref().map(|spec| JobView { job, spec, status }))
             .collect();
-        let mut snapshot = scheduling::snapshot(&node, &queues, &views, now());
+        let mut snapshot = scheduling::snapshot(&job_node, &queues, &views, now());
         crate::health::mark_unhealthy(&mut snapshot, &node.name, &unhealthy);
         let mut decisions = scheduling::decide(&snapshot);
         crate::health::evict_on_unhealthy(&mut decisions, &views, &node.name, &unhealthy);

@@ -32,6 +32,7 @@ use crate::trainingjob::ReplicaResources;
         json_path = ".status.canary.trafficPercent",
         description = "Share of requests the canary receives now"
     ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = 1),
@@ -48,7 +49,7 @@ pub struct ModelDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<DeploymentRuntime>,
 
-    /// Fewest replicas per version (default 1). 0 lets an idle version scale to zero.
+    /// Fewest replicas per version (default 1). Scale to zero is not built: 0 runs 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 1000))]
     pub min_replicas: Option<u32>,
@@ -58,7 +59,8 @@ pub struct ModelDeploymentSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: Option<u32>,
 
-    /// What the replica count follows between minReplicas and maxReplicas.
+    /// What the replica count follows between minReplicas and maxReplicas (without it, every
+    /// version runs minReplicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
 
@@ -66,7 +68,12 @@ pub struct ModelDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ReplicaResources>,
 
-    /// GPUs each replica needs.
+    /// GPUs each replica needs. On `capstan up` they come from the same allocation as
+    /// TrainingJobs' (a GPU serving a replica is given to no job, and the reverse): a process
+    /// replica gets CUDA_VISIBLE_DEVICES, a container replica a device request for them
+    /// (none for simulated GPUs), and the status lists them per replica
+    /// (`versions[].replicaGpus`). A replica waits, with the `Ready` condition's reason
+    /// `InsufficientGpus`, while not enough GPUs are free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 64))]
     pub gpus: Option<u32>,
@@ -120,22 +127,36 @@ pub struct DeploymentRuntime {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<RuntimeType>,
 
-    /// Container image of an Open Inference Protocol v2 server (type image).
+    /// Container image of an Open Inference Protocol v2 server (type image). On `capstan up`
+    /// the agent runs it from the local container engine (Docker or Podman; never pulled:
+    /// load it first) on the host network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
-    /// Port the image serves the protocol on (type image).
+    /// Port the image serves the protocol on (type image): the container port on Kubernetes.
+    /// On `capstan up` replicas share the host network, so each replica is given a free port
+    /// instead, in the environment variable `PORT` (and as `$(PORT)` in args), and must serve
+    /// on it; readiness is `GET /v2/health/ready` on that port, and the Capstan server's
+    /// `/v2/models/{name}/...` proxy routes to it. Kubernetes replicas get `PORT` = this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u32>,
 
-    /// Arguments for the image's entrypoint, or extra `capstan serve` flags (builtin, for
-    /// example `--max-batch 32`).
+    /// Arguments for the image's entrypoint (its command is kept), or extra `capstan serve`
+    /// flags (builtin, for example `--max-batch 32`). `$(VAR)` is replaced by the replica's
+    /// environment variable VAR, as Kubernetes does (for example `--http-port=$(PORT)` or
+    /// `--model=$(CAPSTAN_MODEL_URI)`); `$$` is a literal `$`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
 
     /// Extra environment of every replica. The model's location is passed as
-    /// CAPSTAN_MODEL_URI, the version as CAPSTAN_MODEL_VERSION.
+    /// CAPSTAN_MODEL_URI (and CAPSTAN_MODEL_SOURCE): `models:/NAME/VERSION` for a registered
+    /// model, resolved through MLFLOW_TRACKING_URI (the Capstan server), or the `uri`; the
+    /// version as CAPSTAN_MODEL_VERSION, the deployment's name (the model name in
+    /// `/v2/models/{name}`) as CAPSTAN_MODEL_NAME. On `capstan up`, when the model is an `.onnx`
+    /// file (or a folder holding one), an image replica also finds it downloaded at
+    /// `/mnt/models/model.onnx` (KServe's model folder; CAPSTAN_MODEL_DIR=/mnt/models,
+    /// mounted read-only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub env: Vec<EnvVar>,
@@ -160,9 +181,17 @@ pub struct Autoscaling {
     /// replica).
     pub metric: ScaleMetric,
 
-    /// The per-replica value the replica count aims at.
+    /// The per-replica value the replica count aims at: replicas = ceil(load / target),
+    /// within minReplicas..maxReplicas, unchanged while the load per replica is within 10%
+    /// of the target; up at once (at most doubling, or +4, per step).
     #[schemars(range(min = 1, max = 100000))]
     pub target: u32,
+
+    /// Seconds a scale down waits: the count goes down only to the highest recommendation of
+    /// this window, so a dip in the load does not stop replicas (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 3600))]
+    pub scale_down_stabilization_seconds: Option<u32>,
 }
 
 /// Autoscaling signal.
@@ -266,6 +295,10 @@ pub struct VersionStatus {
     pub state: VersionState,
     /// Replicas wanted.
     pub replicas: u32,
+    /// What the autoscaler's load alone asks for now (within the bounds); `replicas`
+    /// follows it up at once and down after the scale-down window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
     /// Replicas answering ready.
     pub ready_replicas: u32,
     /// Share of requests (percent) routed to it.
@@ -273,9 +306,22 @@ pub struct VersionStatus {
     /// Replica addresses (host:port) the router sends to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
+    /// GPUs given to each replica (`capstan up`; only replicas holding GPUs are listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_gpus: Vec<ReplicaGpus>,
     /// Why it is in its state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The GPUs one serving replica holds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaGpus {
+    /// Replica index within its version.
+    pub index: u32,
+    /// GPU indices on the node.
+    pub gpus: Vec<u32>,
 }
 
 /// A version and its share of the traffic.
@@ -357,6 +403,12 @@ pub struct ModelDeploymentStatus {
     /// Ready replicas over every version.
     #[serde(default)]
     pub ready_replicas: u32,
+    /// Replicas wanted over every version.
+    #[serde(default)]
+    pub replicas: u32,
+    /// What the load alone asks for over every version (autoscaling only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
     /// Every served version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,
@@ -369,7 +421,7 @@ pub struct ModelDeploymentStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, CanaryPromoted, CanaryRolledBack, ...
+    /// Ready, CanaryPromoted, CanaryRolledBack, Scaled (the last scale decision and why), ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -406,5 +458,23 @@ mod tests {
         assert_eq!(r(Some("iris"), None, Some("champion"), None).source().unwrap(), "models:/iris@champion");
         assert_eq!(r(None, None, None, Some("s3://b/m.onnx")).source().unwrap(), "s3://b/m.onnx");
         assert_eq!(r(Some("iris"), None, None, None).source(), None);
+    }
+
+    #[test]
+    fn autoscaling_window_is_checked_by_field() {
+        let doc = |window: &str| {
+            format!(
+                "apiVersion: capstan.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: m}}\nspec:\n  model: {{uri: /m.onnx}}\n  maxReplicas: 3\n  autoscaling: {{metric: rps, target: 5, scaleDownStabilizationSeconds: {window}}}\n"
+            )
+        };
+        let rs = crate::manifest::load(doc("30").as_bytes()).expect("a valid window");
+        let crate::manifest::Resource::ModelDeployment(d) = &rs[0] else { panic!("not a ModelDeployment") };
+        assert_eq!(d.spec.autoscaling.as_ref().unwrap().scale_down_stabilization_seconds, Some(30));
+        match crate::manifest::load(doc("7200").as_bytes()) {
+            Err(crate::manifest::ManifestError::Invalid(e)) => {
+                assert!(e.iter().any(|x| x.path == "spec.autoscaling.scaleDownStabilizationSeconds"), "{e:?}")
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
     }
 }

@@ -10,8 +10,10 @@
 //! - [`server`]: the axum routes and [`server::serve`];
 //! - [`metrics`]: request counts, latency and batch-size histograms;
 //! - [`canary`]: traffic split, weighted routing and the promote / rollback verdict (pure);
-//! - [`route`]: the routing table of deployed models shared by the proxy and the controller.
+//! - [`route`]: the routing table of deployed models shared by the proxy and the controller;
+//! - [`autoscale`]: the replica count of a version from its load (pure), and the load meters.
 
+pub mod autoscale;
 pub mod batch;
 pub mod canary;
 pub mod metrics;

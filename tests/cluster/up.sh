@@ -115,13 +115,16 @@ for i in $(seq 1 120); do
 done
 log "API server ready"
 
+# Node lifecycle waits 5 minutes (not 50 s) for a missed kwok heartbeat: on 2 busy cores kwok can
+# fall behind, and a node marked NotReady turns its pods not-ready for good (kwok does not set them back).
 log "kube-controller-manager (garbage collector, namespaces, service accounts, node lifecycle, deployments)"
 start controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$DIR/kubeconfig" --authentication-kubeconfig "$DIR/kubeconfig" --authorization-kubeconfig "$DIR/kubeconfig" \
     --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,nodelifecycle,deployment,replicaset \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --leader-elect=false --secure-port "$KCM_PORT" --bind-address 127.0.0.1 \
-    --use-service-account-credentials=false
+    --use-service-account-credentials=false \
+    --node-monitor-grace-period 5m
 
 log "kube-scheduler (places pods that do not name their node: Deployments' replicas)"
 start scheduler "$BIN/kube-scheduler" \

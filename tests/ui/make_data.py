@@ -2,7 +2,7 @@
 
     python3 make_data.py <tracking-uri> <suffix> <loss-points>
 
-An experiment with three runs (params lr/batch_size/optimizer; metrics loss with
+An experiment with three runs (params lr/batch_size/optimizer; metrics loss and lr with
 <loss-points> steps on the first run, acc, f1), a text and a JSON artifact, and a registered
 model with two versions.
 """
@@ -29,6 +29,8 @@ for i, (name, lr, bs, opt) in enumerate(specs):
     points = n_points if i == 0 else 50
     metrics = [Metric("loss", 1.0 / (s + 1) + 0.01 * i, 1_700_000_000_000 + s * 1000, s) for s in range(points)]
     metrics += [Metric("acc", 0.5 + 0.1 * i, 1_700_000_000_000, 0), Metric("f1", 0.4 + 0.1 * i, 1_700_000_000_000, 0)]
+    # A learning-rate schedule logged at the same steps as loss: the charts' x axis can be it.
+    metrics += [Metric("lr", 0.1 * 0.99**s, 1_700_000_000_000 + s * 1000, s) for s in range(points)]
     for start in range(0, len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[start : start + 1000], params=params if start == 0 else [])
     if i == 0:

@@ -2,7 +2,8 @@
 // by playwright-core. Started by tests/e2e/tests/ui.rs, which starts `capstan up`, creates
 // the data through the mlflow client (make_data.py) and a running job, and passes:
 //   CAPSTAN_URL, UI_DATA (make_data.py's JSON), UI_JOB (namespace/name of a running job that
-//   prints a line every 300 ms), SCREENSHOT_DIR.
+//   prints a line every 300 ms), SCREENSHOT_DIR, UI_OPS (the deployment, pipeline, pipeline
+//   runs with their commits and train runs, and the model they registered: ui.rs).
 // Exits non-zero on the first failed check, with a screenshot of the page as it was.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -10,6 +11,7 @@ import { mkdirSync } from "node:fs";
 const base = process.env.CAPSTAN_URL;
 const data = JSON.parse(process.env.UI_DATA);
 const job = process.env.UI_JOB;
+const ops = JSON.parse(process.env.UI_OPS);
 const shots = process.env.SCREENSHOT_DIR || "target/ui-screenshots";
 mkdirSync(shots, { recursive: true });
 const TIMEOUT = 30000;
@@ -165,18 +167,167 @@ try {
   await page.waitForSelector("#gpu-heat .heat-cell");
   await shot("11-gpus");
 
+  step = "deployments list: phase, traffic split";
+  const dep = ops.deployment;
+  await page.goto(`${base}/deployments`);
+  await hydrated();
+  const depRow = page.locator("#deployments tbody tr", { has: page.getByRole("link", { name: "default/" + dep, exact: true }) });
+  await depRow.waitFor();
+  const split = await depRow.locator("td.traffic").textContent();
+  check(split.includes("v1 70%") && split.includes("v2 30%"), "traffic split v1 70% / v2 30% expected, got " + split);
+  check((await depRow.textContent()).includes("Canary"), "the deployment is in its Canary phase: " + (await depRow.textContent()));
+  // The browser runs well within 10 minutes of the requests (node is bounded to 400 s).
+  check(+(await depRow.locator("td.requests").textContent()) === ops.requests, "the list counts the requests of the last 10 minutes: " + (await depRow.locator("td.requests").textContent()));
+  await shot("14-deployments");
+
+  step = "a deployment: versions with role and weight, canary verdict, request charts";
+  await depRow.getByRole("link", { name: "default/" + dep, exact: true }).click();
+  await page.waitForSelector('#versions tr[data-version="2"]');
+  const vrow = (v) => page.locator(`#versions tr[data-version="${v}"]`);
+  check((await vrow(1).locator("td.role").textContent()) === "Stable", "v1 is the stable version");
+  check((await vrow(2).locator("td.role").textContent()) === "Canary", "v2 is the canary");
+  check((await vrow(1).locator("td.weight").textContent()).includes("70%"), "v1 weight 70%: " + (await vrow(1).locator("td.weight").textContent()));
+  check((await vrow(2).locator("td.weight").textContent()).includes("30%"), "v2 weight 30%: " + (await vrow(2).locator("td.weight").textContent()));
+  check((await vrow(1).textContent()).includes(ops.runs[0].name), "v1 was made by the first pipeline run");
+  check((await page.textContent("#canary .verdict")) === "Wait", "the canary waits for more requests: " + (await page.textContent("#canary")));
+  await page.waitForSelector('#rate-chart[data-ready="1"] canvas');
+  await page.waitForSelector('#latency-chart[data-ready="1"] canvas');
+  const counted = +(await page.getAttribute("#rate-chart", "data-requests"));
+  check(counted === ops.requests, `the rate chart counts the ${ops.requests} requests sent through the server, got ${counted}`);
+  check((await page.getAttribute("#rate-chart", "data-versions")) === "1,2", "both versions answered requests");
+  await page.getByRole("link", { name: "1 min", exact: true }).click();
+  await page.waitForURL(/window=1$/);
+  await page.waitForFunction(() => { const e = document.querySelector("#rate-chart"); return e && e.dataset.ready === "1" && e.dataset.src.includes("window=60&step=1"); });
+  check((await page.textContent("#requests-hint")).includes("last 1 min in 1 s steps"), "the window is named: " + (await page.textContent("#requests-hint")));
+  await shot("15-deployment");
+
+  step = "pipelines list";
+  await page.goto(`${base}/pipelines`);
+  await hydrated();
+  const pipeRow = page.locator("#pipelines tbody tr", { has: page.getByRole("link", { name: "default/" + ops.pipeline, exact: true }) });
+  await pipeRow.waitFor();
+  check((await pipeRow.locator("td.num").nth(1).textContent()) === "2", "two runs of the pipeline");
+  check((await pipeRow.textContent()).includes("git push to https://example.com/capstan/ui-models.git"), "the trigger is described");
+  await shot("16-pipelines");
+
+  step = "a pipeline: the DAG with dependsOn and gates, its runs with commits";
+  await pipeRow.getByRole("link", { name: "default/" + ops.pipeline, exact: true }).click();
+  await page.waitForSelector('#steps li[data-step="publish"]');
+  const publish = await page.textContent('#steps li[data-step="publish"]');
+  check(publish.includes("after register") && publish.includes("params.branch == 'release'"), "publish step: " + publish);
+  check((await page.textContent('#steps li[data-step="train"]')).includes("starts first"), "train starts first");
+  const runsText = await page.textContent("#pipeline-runs");
+  check(ops.runs.every((r) => runsText.includes(r.sha.slice(0, 7)) && runsText.includes(r.name)), "both runs with their commits: " + runsText);
+  await shot("17-pipeline");
+
+  step = "a pipeline run: commit, step states, skip reason, lineage";
+  const firstRun = ops.runs[0];
+  await page.getByRole("link", { name: firstRun.name, exact: true }).click();
+  await page.waitForSelector("#commit-sha");
+  check((await page.textContent("#commit-sha")) === firstRun.sha, "the full commit SHA");
+  check((await page.textContent("#commit")).includes("Ada Lovelace <ada@example.com>"), "the commit's author");
+  const phase = async (s) => page.getAttribute(`#run-steps tr[data-step="${s}"]`, "data-phase");
+  for (const s of ["train", "register", "deploy"]) check((await phase(s)) === "Succeeded", `step ${s} succeeded, got ${await phase(s)}`);
+  check((await phase("publish")) === "Skipped", "publish was skipped, got " + (await phase("publish")));
+  check((await page.textContent('#run-steps tr[data-step="publish"] td.reason')) === "WhenFalse", "skipped because its when was false");
+  const why = await page.textContent('#run-steps tr[data-step="publish"] td.message');
+  check(why.includes("params.branch"), "the skip reason shows the gate's values: " + why);
+  const lineage = page.locator("#lineage");
+  check((await lineage.locator("li").first().textContent()).includes(firstRun.sha.slice(0, 7)), "the chain starts at the commit");
+  check((await lineage.locator("li.l-run a").first().textContent()) === firstRun.train_run, "then the train run");
+  check((await lineage.locator("li.l-version a").textContent()) === `${ops.model} v1`, "then model version 1");
+  check((await lineage.locator("li.l-deployment a").textContent()) === dep, "then the deployment");
+  await shot("18-pipelinerun");
+  await page.click("#theme-toggle");
+  check((await page.evaluate(() => document.documentElement.dataset.theme)) === "dark", "the theme toggle switches to dark");
+  await shot("18b-pipelinerun-dark");
+  await page.click("#theme-toggle");
+  const runUrl = page.url();
+
+  step = "lineage links resolve: run";
+  await lineage.locator("li.l-run a").first().click();
+  await page.waitForURL("**/runs/" + firstRun.train_run);
+  await page.waitForSelector("#metrics");
+  check((await page.textContent("#metrics")).includes("accuracy"), "the train run's page shows its accuracy");
+  check((await page.textContent("#registered-as")).includes(`${ops.model} v1`), "the run page links forward to the version made from it");
+  check((await page.locator("p.error").count()) === 0, "no error on the run page");
+
+  step = "lineage links resolve: deployment";
+  await page.goto(runUrl);
+  await hydrated();
+  await page.locator("#lineage li.l-deployment a").click();
+  await page.waitForURL(`**/deployments/default/${dep}`);
+  await page.waitForSelector('#versions tr[data-version="1"]');
+
+  step = "lineage links resolve: model version, with its pipeline run and deployments";
+  await page.goto(runUrl);
+  await hydrated();
+  await page.locator("#lineage li.l-version a").click();
+  await page.waitForURL(`**/models/${encodeURIComponent(ops.model)}#v1`);
+  await page.waitForSelector("#v1 td.pipeline-run a");
+  check((await page.textContent("#v1 td.pipeline-run a")) === firstRun.name, "v1 made by the first run");
+  check((await page.textContent("#v2 td.pipeline-run a")) === ops.runs[1].name, "v2 made by the second run");
+  const s1 = await page.textContent("#v1 td.serving"), s2 = await page.textContent("#v2 td.serving");
+  check(s1.includes(dep) && s1.includes("Stable 70%"), "v1 served as stable at 70%: " + s1);
+  check(s2.includes(dep) && s2.includes("Canary 30%"), "v2 served as the canary at 30%: " + s2);
+  check((await page.textContent("#v1")).includes(firstRun.train_run), "v1's source run is the train run");
+  await shot("19-registry-lineage");
+
+  step = "chart x axis by another metric, kept in the query string";
+  await page.goto(`${base}/runs/${data.runs.alpha}?metrics=loss`);
+  await hydrated();
+  const lossChart = '.cs-chart[data-key="loss"]';
+  await page.waitForSelector(lossChart + '[data-ready="1"]');
+  await page.selectOption(lossChart + " select.x-axis", "metric:lr");
+  await page.waitForFunction((sel) => { const e = document.querySelector(sel); return e.dataset.x === "metric:lr" && e.dataset.drawn === String(e.dataset.points); }, lossChart);
+  check(new URL(page.url()).searchParams.get("x") === "metric:lr", "the x axis is in the URL: " + page.url());
+  const joined = await page.getAttribute(lossChart, "data-drawn");
+  check(joined === String(data.loss_points), `every loss point has an lr at its step: ${joined} of ${data.loss_points}`);
+  await page.reload();
+  await hydrated();
+  await page.waitForFunction((sel) => { const e = document.querySelector(sel); return e && e.dataset.ready === "1" && e.dataset.x === "metric:lr"; }, lossChart);
+  check((await page.inputValue(lossChart + " select.x-axis")) === "metric:lr", "a shared link keeps the x axis");
+  await shot("20-x-by-metric");
+
   step = "pages render without JavaScript";
   const nojs = await browser.newContext({ javaScriptEnabled: false });
   const p2 = await nojs.newPage();
   await p2.goto(`${base}/experiments/${data.experiment_id}`);
   check((await p2.locator("#runs-static tbody tr").count()) === 3, "server-rendered runs table expected");
   await p2.screenshot({ path: `${shots}/12-runs-nojs.png`, fullPage: true });
+  await p2.goto(`${base}/pipelineruns/default/${ops.runs[0].name}`);
+  check((await p2.textContent("#commit-sha")) === ops.runs[0].sha, "server-rendered pipeline run page");
+  check((await p2.getAttribute('#run-steps tr[data-step="publish"]', "data-phase")) === "Skipped", "server-rendered step states");
+  await p2.goto(`${base}/deployments/default/${ops.deployment}`);
+  check((await p2.locator("#versions tbody tr").count()) === 2, "server-rendered deployment versions");
   await nojs.close();
 
   step = "errors show as a message";
   await page.goto(`${base}/runs/00000000000000000000000000000000`);
   await page.waitForSelector("p.error");
   await shot("13-error");
+  await page.goto(`${base}/deployments/default/no-such-deployment`);
+  check((await page.textContent("p.error")).includes("does not exist"), "a missing deployment says so");
+  await page.goto(`${base}/pipelineruns/default/no-such-run`);
+  check((await page.textContent("p.error")).includes("does not exist"), "a missing pipeline run says so");
+
+  step = "a manual run from the pipeline page";
+  await page.goto(`${base}/pipelines/default/${ops.pipeline}`);
+  await hydrated();
+  await page.fill("#run-now input[data-run-parameters]", "not-a-pair");
+  await page.click("#run-now button");
+  await page.waitForSelector("#run-now .run-result.error");
+  check((await page.textContent("#run-now .run-result")).includes("not-a-pair"), "a malformed parameter is named");
+  await page.fill("#run-now input[data-run-parameters]", "no_such_parameter=1");
+  await page.click("#run-now button");
+  await page.waitForFunction(() => document.querySelector("#run-now .run-result").textContent.includes("no_such_parameter"));
+  check(page.url().endsWith(`/pipelines/default/${ops.pipeline}`), "an unknown parameter starts nothing: " + page.url());
+  await page.fill("#run-now input[data-run-parameters]", "");
+  await page.click("#run-now button");
+  await page.waitForURL(`**/pipelineruns/default/${ops.pipeline}-*`);
+  await page.waitForSelector("#commit");
+  check((await page.textContent("#commit")).includes("manual run"), "the new run says it was started by hand");
+  await shot("21-manual-run");
 
   check(problems.length === 0, "browser errors: " + problems.join("\n"));
   console.log("ui tests: all checks passed; screenshots in " + shots);

@@ -245,6 +245,8 @@ pub async fn start(client: Client, settings: Settings, metrics: Arc<metrics::Met
 /// Run passes until `shutdown` turns true: whenever a watched object changes (coalesced), and
 /// at least every 5 seconds (deadlines, TTLs).
 pub async fn run(ctx: Context, mut shutdown: watch::Receiver<bool>) {
+    // Poll triggers in their own task: a slow `git ls-remote` never holds up a pass.
+    tokio::spawn(pipelines::poll(ctx.clone(), shutdown.clone()));
     loop {
         let t = Instant::now();
         match reconcile_all(&ctx).await {

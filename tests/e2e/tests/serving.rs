@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{capstan_bin, free_port, run_bounded, unique_name, workspace_root, Capstan};
+use capstan_e2e::{capstan_bin, free_port, run_bounded, unique_name, wait_until, workspace_root, Capstan};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -510,4 +510,178 @@ fn model_deployment_with_canary_split_rollback_and_alias_roll_forward() {
         assert!(Instant::now() < deadline, "the route outlived its deployment");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Infers once through the Capstan server: the status, or the transport error.
+fn try_infer(http: &reqwest::blocking::Client, url: &str) -> Result<u16, String> {
+    let body =
+        json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]});
+    match http.post(url).json(&body).send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let text = r.text().unwrap_or_default();
+            if status == 200 {
+                Ok(status)
+            } else {
+                Err(format!("{status}: {text}"))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Closed-loop clients posting infer requests until stopped; (answered, failures).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                    let (mut ok, mut failed) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match try_infer(&http, &url) {
+                            Ok(_) => ok += 1,
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().expect("a load thread panicked")).fold(
+            (0, Vec::new()),
+            |(ok, mut failed), (o, f)| {
+                failed.extend(f);
+                (ok + o, failed)
+            },
+        )
+    }
+}
+
+fn events_of(capstan: &Capstan, name: &str) -> Vec<Value> {
+    let (st, events) =
+        capstan.get(&format!("/apis/capstan.dev/v1alpha1/namespaces/default/modeldeployments/{name}/events"));
+    assert_eq!(st, 200, "{events}");
+    events["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Successful infer requests a replica has answered, from its own /metrics.
+fn replica_successes(endpoint: &str) -> u64 {
+    let Ok(r) = reqwest::blocking::get(format!("http://{endpoint}/metrics")) else { return 0 };
+    let text = r.text().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("capstan_serving_requests_total{") && l.contains(r#"outcome="success""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn model_deployment_autoscales_on_concurrency_and_back() {
+    require_python_packages();
+    let capstan = Capstan::start();
+    let path = build_model(&capstan, "scaled.onnx", &[]);
+    let model = unique_name("scaled").replace('-', "_");
+    let script = python_script("serving_client.py");
+    let reg = python(
+        &[script.to_str().unwrap(), "register", capstan.url(), &model, path.to_str().unwrap(), "--alias", "champion"],
+        &[("MLFLOW_TRACKING_URI", capstan.url())],
+        "registering the model",
+    );
+    assert_eq!(reg["version"], "1", "{reg}");
+
+    // 1 to 3 replicas, one request in flight per replica, a 3 s scale-down window.
+    let name = "scaled";
+    capstan.apply(&format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: {name}\nspec:\n  model:\n    registeredModel: {model}\n    alias: champion\n  minReplicas: 1\n  maxReplicas: 3\n  autoscaling:\n    metric: concurrency\n    target: 1\n    scaleDownStabilizationSeconds: 3\n"
+    ));
+    let version = |d: &Value, field: &str| d["status"]["versions"][0][field].as_u64().unwrap_or(0);
+    let d = wait_deployment(&capstan, name, "one ready replica", |d| {
+        d["status"]["phase"] == "Ready" && version(d, "readyReplicas") == 1
+    });
+    assert_eq!(version(&d, "replicas"), 1, "{}", d["status"]);
+    assert_eq!(d["status"]["replicas"], 1, "{}", d["status"]);
+
+    // 8 clients without pause: the proxy sees several requests in flight, the deployment
+    // grows past one ready replica, and no request fails on the way.
+    let url = format!("{}/v2/models/{name}/infer", capstan.url());
+    let load = Load::start(&url, 8);
+    let scaled = wait_deployment(&capstan, name, "more than one ready replica under load, all of them ready", |d| {
+        version(d, "readyReplicas") >= 2 && version(d, "readyReplicas") == version(d, "replicas")
+    });
+    assert!(version(&scaled, "replicas") <= 3, "never above maxReplicas: {}", scaled["status"]);
+    assert!(version(&scaled, "desiredReplicas") >= 2, "{}", scaled["status"]);
+    let cond = scaled["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Scaled")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Scaled condition: {}", scaled["status"]));
+    assert_eq!(cond["reason"], "ScaledUp", "{cond}");
+    assert!(cond["message"].as_str().unwrap().contains("concurrency"), "{cond}");
+    // Every ready replica gets requests.
+    let endpoints: Vec<String> = scaled["status"]["versions"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(endpoints.len() as u64, version(&scaled, "replicas"), "{}", scaled["status"]);
+    wait_until(
+        Duration::from_secs(60),
+        "every ready replica answering requests",
+        || endpoints.iter().all(|e| replica_successes(e) > 0),
+        || format!("{:?}", endpoints.iter().map(|e| (e, replica_successes(e))).collect::<Vec<_>>()),
+    );
+    let (answered, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while scaling up: {:?}",
+        failed.len(),
+        answered,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(answered > 0);
+    let ups: Vec<Value> = events_of(&capstan, name).into_iter().filter(|e| e["reason"] == "ScaledUp").collect();
+    assert!(!ups.is_empty(), "no ScaledUp event");
+    assert!(ups[0]["message"].as_str().unwrap().contains("target 1"), "{}", ups[0]);
+
+    // One sequential client (at most one request in flight): back to one replica after the
+    // window, still answering every request while replicas leave.
+    let light = Load::start(&url, 1);
+    let d = wait_deployment(&capstan, name, "scaling back to one replica", |d| {
+        version(d, "replicas") == 1 && version(d, "readyReplicas") == 1
+    });
+    assert_eq!(d["status"]["readyReplicas"], 1, "{}", d["status"]);
+    let (answered, failed) = light.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while scaling down: {:?}",
+        failed.len(),
+        answered,
+        &failed[..failed.len().min(5)]
+    );
+    let downs: Vec<Value> = events_of(&capstan, name).into_iter().filter(|e| e["reason"] == "ScaledDown").collect();
+    assert!(!downs.is_empty(), "no ScaledDown event");
+    assert!(downs.iter().any(|e| e["message"].as_str().unwrap().contains("-> 1 replicas")), "{downs:?}");
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..20 {
+        assert_eq!(try_infer(&http, &url), Ok(200));
+    }
+    for e in events_of(&capstan, name).iter().filter(|e| e["reason"].as_str().unwrap_or("").starts_with("Scaled")) {
+        eprintln!("{}: {}", e["reason"], e["message"]);
+    }
+    capstan.cli(&["delete", "mdep", name, "--wait"]).ok();
 }

@@ -37,8 +37,8 @@
     return a !== 0 && (a < 1e-3 || a >= 1e7) ? v.toExponential(3) : String(+v.toPrecision(6));
   };
   const fmtTime = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-");
-  async function getJson(url) {
-    const r = await fetch(url, { headers: { Accept: "application/json" } });
+  async function getJson(url, started) {
+    const r = await (started || fetch(url, { headers: { Accept: "application/json" } }));
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
     if (!r.ok) {
@@ -50,14 +50,26 @@
     return body;
   }
   // Requests started before hydration (the widgets mount after it): same URL, same promise.
+  // The page's head may have started the runs table's request already (window.__csEarly,
+  // see app.rs): it is used when it asked for the same path and parameters.
   const PRE = new Map();
-  const prefetch = (url) => { const p = getJson(url); p.catch(() => {}); PRE.set(url, p); };
-  const getJsonOnce = (url) => { const p = PRE.get(url); if (p) { PRE.delete(url); return p; } return getJson(url); };
+  const sameRequest = (a, b) => {
+    const n = (u) => { const x = new URL(u, location.href); return x.pathname + "?" + [...x.searchParams].map((kv) => kv.join("=")).sort().join("&"); };
+    try { return n(a) === n(b); } catch (e) { return false; }
+  };
+  // Only the first runs request may take it (a later one would get stale data).
+  const takeEarly = (url) => {
+    const early = window.__csEarly;
+    window.__csEarly = null;
+    return early && sameRequest(early.url, url) ? early.res : null;
+  };
+  const prefetch = (url) => { const p = getJson(url, takeEarly(url)); p.catch(() => {}); PRE.set(url, p); };
+  const getJsonOnce = (url) => { const p = PRE.get(url); if (p) { PRE.delete(url); return p; } return getJson(url, takeEarly(url)); };
   const runsUrl = (root, cols) => root.dataset.src + (cols ? "&cols=" + encodeURIComponent(cols.join(",")) : "");
-  const chartUrl = (root, range) => {
+  const chartUrl = (root, range, key) => {
     const p = new URLSearchParams();
     (root.dataset.runs || "").split(",").filter(Boolean).forEach((r) => p.append("run_ids", r));
-    p.set("metric_key", root.dataset.key);
+    p.set("metric_key", key || root.dataset.key);
     p.set("max_results", "1000");
     if (range) { p.set("start_step", String(Math.floor(range[0]))); p.set("end_step", String(Math.ceil(range[1]))); }
     return "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?" + p.toString();
@@ -74,7 +86,7 @@
     const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
     root.dataset.theme = dark ? "light" : "dark";
     try { localStorage.setItem("capstan-theme", root.dataset.theme); } catch (e) { /* private mode */ }
-    document.querySelectorAll(".cs-chart").forEach((c) => c._cs && c._cs.redraw && c._cs.redraw());
+    document.querySelectorAll(".cs-chart, .cs-series").forEach((c) => c._cs && c._cs.redraw && c._cs.redraw());
   });
 
   // ------------------------------------------------------------------ runs table
@@ -267,10 +279,19 @@
     const runs = (root.dataset.runs || "").split(",").filter(Boolean);
     const names = (root.dataset.names || "").split(",");
     const key = root.dataset.key;
-    const st = { series: null, xMode: "step", log: false, smooth: 0, range: null, plot: null, live: root.dataset.live === "1", timer: 0, seq: 0 };
+    // x axis: step, time, relative time, or the value of another metric of the same run at
+    // the same step (`metric:<key>`); the choice is the page's `x` query parameter.
+    const xKeys = (root.dataset.xkeys || "").split(",").filter((k) => k && k !== key);
+    const xModes = ["step", "time", "rel"].concat(xKeys.map((k) => "metric:" + k));
+    const wantX = qs().get("x");
+    const st = { series: null, xMode: xModes.includes(wantX) ? wantX : "step", log: false, smooth: 0, range: null, plot: null, live: root.dataset.live === "1", timer: 0, seq: 0 };
+    const xMetric = () => (st.xMode.startsWith("metric:") ? st.xMode.slice(7) : null);
     const controls = el("div", { class: "chart-controls" });
-    const xSel = el("select", { "aria-label": "x axis of " + key });
+    const xSel = el("select", { "aria-label": "x axis of " + key, class: "x-axis" });
     [["step", "Step"], ["time", "Time"], ["rel", "Relative time"]].forEach(([v, l]) => xSel.append(el("option", { value: v }, l)));
+    xKeys.forEach((k) => xSel.append(el("option", { value: "metric:" + k }, "Metric " + k)));
+    xSel.value = st.xMode;
+    root.dataset.x = st.xMode;
     const logLab = el("label"); const logCb = el("input", { type: "checkbox" }); logLab.append(logCb, document.createTextNode(" log scale"));
     const smLab = el("label"); const sm = el("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", "aria-label": "smoothing of " + key }); smLab.append(document.createTextNode("smoothing "), sm);
     const reset = el("button", { type: "button" }, "Reset zoom");
@@ -280,20 +301,44 @@
     root.replaceChildren(controls, area);
     if (typeof uPlot === "undefined") { showError(area, "Chart library (uPlot) not loaded: run scripts/build-ui.sh"); return { destroy() {} }; }
 
+    const num = (v) => (typeof v === "number" ? v : Number(v));
     const fetchSeries = async (range) => {
-      const body = await getJsonOnce(chartUrl(root, range));
-      const by = new Map(runs.map((r) => [r, { step: [], time: [], value: [] }]));
+      const xk = xMetric();
+      const [body, xbody] = await Promise.all([getJsonOnce(chartUrl(root, range)), xk ? getJson(chartUrl(root, range, xk)) : null]);
+      const by = new Map(runs.map((r) => [r, { step: [], time: [], value: [], xm: [] }]));
       (body.metrics || []).forEach((m) => {
         const s = by.get(m.run_id);
         if (!s) return;
-        s.step.push(m.step); s.time.push(m.timestamp); s.value.push(typeof m.value === "number" ? m.value : Number(m.value));
+        s.step.push(m.step); s.time.push(m.timestamp); s.value.push(num(m.value));
       });
+      if (xbody) {
+        // Join by step: the x metric's value logged at the same step of the same run.
+        const xs = new Map(runs.map((r) => [r, new Map()]));
+        (xbody.metrics || []).forEach((m) => { const x = xs.get(m.run_id); if (x) x.set(m.step, num(m.value)); });
+        runs.forEach((r) => { const s = by.get(r), x = xs.get(r); s.xm = s.step.map((k) => (x.has(k) ? x.get(k) : null)); });
+      }
       return runs.map((r) => by.get(r));
     };
     const build = () => {
       const series = st.series;
+      const xk = xMetric();
       const parts = series.map((s) => {
         let xs;
+        if (xk) {
+          // Points where the x metric was logged at the same step, in increasing x.
+          const idx = [];
+          for (let i = 0; i < s.value.length; i++) if (s.xm[i] != null && isFinite(s.xm[i])) idx.push(i);
+          idx.sort((a, b) => s.xm[a] - s.xm[b]);
+          const ys0 = ema(idx.map((i) => s.value[i]), st.smooth);
+          const ox = [], oy = [];
+          idx.forEach((i, j) => {
+            let y = ys0[j];
+            if (st.log && !(y > 0)) y = null;
+            if (ox.length && s.xm[i] === ox[ox.length - 1]) { oy[oy.length - 1] = y; return; }
+            ox.push(s.xm[i]); oy.push(y);
+          });
+          return [ox, oy];
+        }
         if (st.xMode === "step") xs = s.step;
         else if (st.xMode === "time") xs = s.time.map((t) => t / 1000);
         else { const t0 = s.time.length ? s.time[0] : 0; xs = s.time.map((t) => (t - t0) / 1000); }
@@ -330,9 +375,9 @@
           axes: [axis, Object.assign({ size: 60 }, axis)],
           legend: { live: true },
           cursor: { drag: { x: true, y: false, setScale: false } },
-          series: [{ label: st.xMode === "step" ? "step" : "time" }].concat(st.series.map((s, i) => ({
+          series: [{ label: xMetric() || (st.xMode === "step" ? "step" : "time") }].concat(st.series.map((s, i) => ({
             label: names[i] || (runs.length > 1 ? runs[i].slice(0, 8) : key), stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
-            points: { show: s.value.length <= 30, size: 6, fill: PALETTE[i % PALETTE.length] },
+            points: { show: s.value.length <= 30 || !!xMetric(), size: xMetric() ? 3 : 6, fill: PALETTE[i % PALETTE.length] },
           }))),
           hooks: {
             setSelect: [(u) => {
@@ -347,7 +392,8 @@
       }
       root.dataset.points = String(npts);
       root.dataset.drawn = String(data[0].length);
-      info.textContent = npts + " points" + (st.range ? " (zoomed)" : "");
+      root.dataset.x = st.xMode;
+      info.textContent = npts + " points" + (xMetric() ? ", " + data[0].length + " at steps where " + xMetric() + " was logged" : "") + (st.range ? " (zoomed)" : "");
       mark("chart-drawn", { key, points: npts, ms: performance.now() - t0 });
     };
     const zoom = async (range) => {
@@ -376,13 +422,83 @@
         showError(area, "Could not load " + key + ": " + e.message);
       }
     };
-    xSel.addEventListener("change", () => { st.xMode = xSel.value; st.range = null; draw(false); });
+    const setX = (mode) => {
+      if (!xModes.includes(mode) || mode === st.xMode) return;
+      const refetch = !!xMetric() || mode.startsWith("metric:");
+      st.xMode = mode; xSel.value = mode; st.range = null; st.seq++;
+      if (refetch || !st.series) load(); else draw(false);
+    };
+    // One x axis for the page: kept in the query string and applied to every chart.
+    xSel.addEventListener("change", () => {
+      const mode = xSel.value;
+      setQs("x", mode === "step" ? null : mode);
+      document.querySelectorAll(".cs-chart").forEach((c) => { if (c._cs && c._cs.setX) c._cs.setX(mode); });
+      setX(mode);
+    });
     logCb.addEventListener("change", () => { st.log = logCb.checked; draw(false); });
     sm.addEventListener("input", () => { st.smooth = +sm.value; draw(true); });
     reset.addEventListener("click", () => { st.range = null; st.seq++; load(); });
     load();
     if (st.live) st.timer = setInterval(() => { if (!st.range && document.visibilityState === "visible") fetchSeries(null).then((s) => { st.series = s; draw(true); }).catch(() => {}); }, 5000);
-    return { destroy() { clearInterval(st.timer); if (st.plot) st.plot.destroy(); }, redraw() { if (st.series) draw(false); } };
+    return { destroy() { clearInterval(st.timer); if (st.plot) st.plot.destroy(); }, redraw() { if (st.series) draw(false); }, setX };
+  }
+
+  // ------------------------------------------------------------------ deployment traffic
+  // .cs-series: request rate or latency per version of a deployment over time, from
+  // /ui/data/traffic ({t, step, versions: [{version, rps, errors, p50, p99, total}]}), polled.
+  function mountSeries(root) {
+    const kind = root.dataset.kind || "rps";
+    const st = { plot: null, timer: 0, body: null };
+    const info = el("span", { class: "hint", role: "status" });
+    const area = el("div", { class: "plot" });
+    root.replaceChildren(el("div", { class: "chart-controls" }, null), area);
+    root.firstChild.append(info);
+    if (typeof uPlot === "undefined") { showError(area, "Chart library (uPlot) not loaded: run scripts/build-ui.sh"); return { destroy() {} }; }
+    const draw = () => {
+      const b = st.body;
+      const css = getComputedStyle(document.documentElement);
+      const fg = css.getPropertyValue("--fg").trim() || "#222", grid = css.getPropertyValue("--line").trim() || "#ddd";
+      const axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } };
+      const series = [{ label: "time" }], data = [b.t];
+      b.versions.forEach((v, i) => {
+        const color = PALETTE[i % PALETTE.length];
+        if (kind === "rps") {
+          series.push({ label: "v" + v.version + " req/s", stroke: color, width: 1.5 });
+          data.push(v.rps);
+          series.push({ label: "v" + v.version + " errors/s", stroke: color, dash: [4, 4], width: 1 });
+          data.push(v.errors);
+        } else {
+          // Points too: a burst of requests fills one step, which a line alone would not show.
+          series.push({ label: "v" + v.version + " p50", stroke: color, width: 1.5, spanGaps: true, points: { show: true, size: 5, fill: color } });
+          data.push(v.p50);
+          series.push({ label: "v" + v.version + " p99", stroke: color, dash: [4, 4], width: 1.5, spanGaps: true, points: { show: true, size: 5 } });
+          data.push(v.p99);
+        }
+      });
+      info.className = "hint";
+      const total = b.versions.reduce((a, v) => a + v.total, 0);
+      root.dataset.requests = String(total);
+      root.dataset.versions = b.versions.map((v) => v.version).join(",");
+      info.textContent = b.versions.length ? total + " requests in the window (" + b.versions.map((v) => "v" + v.version + ": " + v.total).join(", ") + ")" : "No requests through the server in the window.";
+      const width = Math.max(300, area.clientWidth || root.clientWidth || 460);
+      if (st.plot && st.plot.series.length === series.length) { st.plot.setData(data); return; }
+      if (st.plot) st.plot.destroy();
+      st.plot = new uPlot({ width, height: 220, scales: { x: { time: true } }, axes: [axis, Object.assign({ size: 60 }, axis)], legend: { live: true }, series }, data, area);
+    };
+    const load = async () => {
+      try {
+        st.body = await getJson(root.dataset.src);
+        draw();
+        root.dataset.ready = "1";
+      } catch (e) {
+        root.dataset.ready = "error";
+        info.textContent = "Could not load the request series: " + e.message;
+        info.className = "error";
+      }
+    };
+    load();
+    if (root.dataset.live === "1") st.timer = setInterval(() => { if (document.visibilityState === "visible") load(); }, 2000);
+    return { destroy() { clearInterval(st.timer); if (st.plot) st.plot.destroy(); }, redraw() { if (st.body) { if (st.plot) st.plot.destroy(); st.plot = null; draw(); } } };
   }
 
   // ------------------------------------------------------------------ live log
@@ -461,7 +577,7 @@
   }
 
   // ------------------------------------------------------------------ mounting
-  const WIDGETS = [[".cs-runs", mountRuns], [".cs-chart", mountChart], [".cs-log", mountLog], [".cs-parcoords", mountParcoords]];
+  const WIDGETS = [[".cs-runs", mountRuns], [".cs-chart", mountChart], [".cs-series", mountSeries], [".cs-log", mountLog], [".cs-parcoords", mountParcoords]];
   const sig = (e) => [e.dataset.src, e.dataset.runs, e.dataset.key, e.dataset.json].join("|");
   function scan() {
     for (const [sel, mount] of WIDGETS) {
@@ -492,4 +608,41 @@
     obs.observe(document.documentElement, { attributes: true, attributeFilter: ["data-hydrated"] });
     setTimeout(() => { if (!document.documentElement.dataset.hydrated) { obs.disconnect(); start(); } }, 8000);
   }
+})();
+
+// Manual pipeline runs: a form with data-run-pipeline="NAMESPACE/NAME" posts to the pipelines
+// API (parameters typed as "name=value name2=value2") and opens the new run; an error from the
+// API is shown next to the button.
+(function () {
+  "use strict";
+  document.addEventListener("submit", async (ev) => {
+    const form = ev.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.runPipeline) return;
+    ev.preventDefault();
+    const [ns, name] = form.dataset.runPipeline.split("/");
+    const out = form.querySelector(".run-result");
+    const parameters = {};
+    const typed = (form.querySelector("[data-run-parameters]") || { value: "" }).value.trim();
+    for (const pair of typed ? typed.split(/\s+/) : []) {
+      const eq = pair.indexOf("=");
+      if (eq <= 0) { out.textContent = `Not started: "${pair}" is not name=value`; out.className = "run-result error"; return; }
+      parameters[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    out.textContent = "Starting…";
+    out.className = "run-result";
+    try {
+      const url = `/api/v1/namespaces/${encodeURIComponent(ns)}/pipelines/${encodeURIComponent(name)}/runs`;
+      const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ parameters }) });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) {
+        out.textContent = "Not started: " + (body.message || body.error || `HTTP ${r.status}`);
+        out.className = "run-result error";
+        return;
+      }
+      location.href = `/pipelineruns/${encodeURIComponent(ns)}/${encodeURIComponent(body.name)}`;
+    } catch (err) {
+      out.textContent = "Not started: " + err.message;
+      out.className = "run-result error";
+    }
+  });
 })();

@@ -77,6 +77,8 @@ pub struct RunDetail {
     pub metrics: Vec<(String, f64, i64)>,
     /// The TrainingJob it records: namespace, name.
     pub job: Option<(String, String)>,
+    /// Model versions registered from this run: (model, version).
+    pub versions: Vec<(String, i64)>,
 }
 
 /// An entry of an artifact folder.
@@ -152,6 +154,8 @@ pub struct VersionRow {
     pub tags: Vec<(String, String)>,
     /// Source URI.
     pub source: String,
+    /// The pipeline run that made it and the deployments serving it.
+    pub lineage: crate::ops::VersionLineage,
 }
 
 /// One move of an alias.
@@ -509,7 +513,27 @@ pub async fn load_run(run_id: String) -> Result<RunDetail, ServerFnError> {
     };
     let mut metrics: Vec<(String, f64, i64)> = r.metrics.iter().map(|m| (m.key.clone(), m.value, m.step)).collect();
     metrics.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(RunDetail { info: run_info(&r), experiment_name, params: r.params.clone(), tags: r.tags.clone(), metrics, job })
+    // Lineage forward: the model versions made from this run.
+    let filter = capstan_search::Expr::Cmp(capstan_search::Comparison {
+        entity: capstan_search::Entity::Attribute,
+        key: "run_id".into(),
+        op: capstan_search::Op::Eq,
+        value: capstan_search::Value::String(run_id.clone()),
+    });
+    let q =
+        capstan_store::registry::RegistryQuery { filter: Some(&filter), order_by: &[], max_results: 1000, offset: 0 };
+    let mut versions: Vec<(String, i64)> =
+        st.store.search_model_versions(&q).await.map_err(err)?.items.into_iter().map(|v| (v.name, v.version)).collect();
+    versions.sort();
+    Ok(RunDetail {
+        info: run_info(&r),
+        experiment_name,
+        params: r.params.clone(),
+        tags: r.tags.clone(),
+        metrics,
+        job,
+        versions,
+    })
 }
 
 #[cfg(feature = "ssr")]
@@ -647,9 +671,14 @@ pub async fn load_model(name: String) -> Result<ModelDetail, ServerFnError> {
             aliases: v.aliases,
             tags: v.tags,
             source: v.source,
+            lineage: Default::default(),
         })
         .collect();
     versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+    let mut lineage = crate::ops::model_lineage(&name).await?;
+    for v in versions.iter_mut() {
+        v.lineage = lineage.remove(&v.version).unwrap_or_default();
+    }
     let mut history: Vec<AliasMove> = st
         .store
         .alias_history(&name)

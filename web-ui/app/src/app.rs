@@ -5,13 +5,21 @@ use leptos_meta::{provide_meta_context, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
+use crate::ops_pages::{DeploymentPage, DeploymentsPage, PipelinePage, PipelineRunPage, PipelinesPage};
 use crate::pages::{ComparePage, ExperimentPage, GpusPage, Home, JobPage, JobsPage, ModelPage, ModelsPage, RunPage};
 
-/// Runs before the page paints: the saved theme, and the `js` class that swaps the
-/// server-rendered fallbacks for the interactive widgets.
+/// Runs before the page paints: the saved theme, the `js` class that swaps the
+/// server-rendered fallbacks for the interactive widgets, and on an experiment's page the
+/// runs table's data request (`window.__csEarly`), started before the deferred scripts and
+/// the wasm bundle load: `capstan.js` takes it over when it asks for the same URL.
 #[cfg(feature = "ssr")]
 const EARLY_SCRIPT: &str = "document.documentElement.classList.add('js');\
-try{var t=localStorage.getItem('capstan-theme');if(t)document.documentElement.dataset.theme=t;}catch(e){}";
+try{var t=localStorage.getItem('capstan-theme');if(t)document.documentElement.dataset.theme=t;}catch(e){}\
+try{var m=location.pathname.match(/^\\/experiments\\/([^\\/]+)\\/?$/);if(m&&window.fetch){\
+var q=new URLSearchParams(location.search),c=(q.get('cols')||'').split(',').filter(Boolean),\
+u='/ui/data/runs?experiment='+encodeURIComponent(decodeURIComponent(m[1]))+'&filter='+encodeURIComponent(q.get('filter')||'')\
++(c.length?'&cols='+encodeURIComponent(c.join(',')):'');\
+window.__csEarly={url:u,res:fetch(u,{headers:{Accept:'application/json'}})};}}catch(e){}";
 
 /// The whole HTML document (server-side rendering).
 #[cfg(feature = "ssr")]
@@ -62,6 +70,8 @@ pub fn App() -> impl IntoView {
                 <nav aria-label="Main">
                     <a href="/">"Experiments"</a>
                     <a href="/models">"Models"</a>
+                    <a href="/deployments">"Deployments"</a>
+                    <a href="/pipelines">"Pipelines"</a>
                     <a href="/jobs">"Jobs"</a>
                     <a href="/gpus">"GPUs"</a>
                 </nav>
@@ -80,6 +90,11 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") ssr=SsrMode::Async view=JobsPage/>
                     <Route path=path!("/jobs/:ns/:name") ssr=SsrMode::Async view=JobPage/>
                     <Route path=path!("/gpus") ssr=SsrMode::Async view=GpusPage/>
+                    <Route path=path!("/deployments") ssr=SsrMode::Async view=DeploymentsPage/>
+                    <Route path=path!("/deployments/:ns/:name") ssr=SsrMode::Async view=DeploymentPage/>
+                    <Route path=path!("/pipelines") ssr=SsrMode::Async view=PipelinesPage/>
+                    <Route path=path!("/pipelines/:ns/:name") ssr=SsrMode::Async view=PipelinePage/>
+                    <Route path=path!("/pipelineruns/:ns/:name") ssr=SsrMode::Async view=PipelineRunPage/>
                 </Routes>
             </main>
         </Router>

@@ -9,10 +9,15 @@
 pub mod api;
 pub mod app;
 pub mod assets;
+pub mod lineage;
 pub mod logic;
+pub mod ops;
+pub mod ops_pages;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod traffic;
 
 /// The browser entry point: hydrates the server-rendered page.
 #[cfg(feature = "hydrate")]

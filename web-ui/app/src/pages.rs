@@ -14,11 +14,11 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use crate::api::*;
 use crate::logic::{fmt_duration, fmt_time, fmt_value, heat_class, split_at_error, urlencode, urlencode_path};
 
-fn loading() -> impl IntoView {
+pub(crate) fn loading() -> impl IntoView {
     view! { <p class="loading" role="status">"Loading..."</p> }
 }
 
-fn error_view(e: ServerFnError) -> AnyView {
+pub(crate) fn error_view(e: ServerFnError) -> AnyView {
     let msg = match e {
         ServerFnError::ServerError(m) => m,
         other => other.to_string(),
@@ -42,7 +42,7 @@ where
     }
 }
 
-fn status_badge(status: String) -> impl IntoView {
+pub(crate) fn status_badge(status: String) -> impl IntoView {
     let class = format!("badge s-{}", status.to_lowercase());
     view! { <span class=class>{status}</span> }
 }
@@ -288,14 +288,16 @@ fn artifact_url(artifact_uri: &str, path: &str) -> String {
     format!("/api/2.0/mlflow-artifacts/artifacts/{}/{}", urlencode_path(root), urlencode_path(path))
 }
 
-/// `/runs/:id`: attributes, metric charts (zoom, hover, log scale, smoothing, x by step or
-/// time), system metrics, params, tags, artifacts with previews, and the job's live log.
+/// `/runs/:id`: attributes, metric charts (zoom, hover, log scale, smoothing, x by step,
+/// time or any other metric of the run joined by step, kept as `x` in the query string),
+/// system metrics, params, tags, artifacts with previews, and the job's live log.
 #[component]
 pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
     let query = use_query_map();
     let id = move || params.read().get("id").unwrap_or_default();
     let chosen = move || query.read().get("metrics").unwrap_or_default();
+    let x_axis = move || query.read().get("x").unwrap_or_default();
     let dir = move || query.read().get("dir").unwrap_or_default();
     let artifact = move || query.read().get("artifact").unwrap_or_default();
     let data = Resource::new(id, load_run);
@@ -329,12 +331,14 @@ pub fn RunPage() -> impl IntoView {
                 let system_charted: Vec<String> = system.iter().take(8).map(|(k, _, _)| k.clone()).collect();
                 let duration = d.info.end_time.map(|e| fmt_duration(e - d.info.start_time)).unwrap_or_else(|| "running".into());
                 let live = d.info.status == "RUNNING";
+                // Metrics the charts' x axis can be (joined by step): the run's own metrics.
+                let xkeys: String = user.iter().take(200).map(|(k, _, _)| k.as_str()).collect::<Vec<_>>().join(",");
                 let chart = {
                     let run_id = run_id.clone();
                     move |k: String| view! {
                         <figure class="chart-box">
                             <figcaption>{k.clone()}</figcaption>
-                            <div class="cs-chart" data-runs=run_id.clone() data-key=k.clone() data-live=if live { "1" } else { "0" }></div>
+                            <div class="cs-chart" data-runs=run_id.clone() data-key=k.clone() data-xkeys=xkeys.clone() data-live=if live { "1" } else { "0" }></div>
                         </figure>
                     }
                 };
@@ -346,7 +350,9 @@ pub fn RunPage() -> impl IntoView {
                         if next.len() == charted.len() {
                             next.push(k.to_string());
                         }
-                        format!("/runs/{}?metrics={}", run_id, urlencode(&next.join(",")))
+                        let x = x_axis();
+                        let x = if x.is_empty() { String::new() } else { format!("&x={}", urlencode(&x)) };
+                        format!("/runs/{}?metrics={}{x}", run_id, urlencode(&next.join(",")))
                     }
                 };
                 view! {
@@ -359,6 +365,14 @@ pub fn RunPage() -> impl IntoView {
                             " \u{b7} job "<a href=format!("/jobs/{}/{}", ns, name)>{format!("{ns}/{name}")}</a>
                         })}
                     </p>
+                    {(!d.versions.is_empty()).then(|| view! {
+                        <p class="meta" id="registered-as">
+                            "Registered as "
+                            {d.versions.iter().map(|(m, v)| view! {
+                                <a href=format!("/models/{}#v{v}", urlencode(m))>{format!("{m} v{v}")}</a>" "
+                            }).collect_view()}
+                        </p>
+                    })}
                     <section aria-labelledby="h-charts">
                         <h2 id="h-charts">"Metrics"</h2>
                         <div class="charts">{charted.iter().cloned().map(chart.clone()).collect_view()}</div>
@@ -522,10 +536,10 @@ pub fn ComparePage() -> impl IntoView {
                     </p>
                     <h2>"Metrics"</h2>
                     <div class="charts">
-                        {common.into_iter().take(6).map(|k| view! {
+                        {common.iter().take(6).map(|k| view! {
                             <figure class="chart-box">
                                 <figcaption>{k.clone()}</figcaption>
-                                <div class="cs-chart" data-runs=run_ids.clone() data-names=names.clone() data-key=k.clone()></div>
+                                <div class="cs-chart" data-runs=run_ids.clone() data-names=names.clone() data-key=k.clone() data-xkeys=common.join(",")></div>
                             </figure>
                         }).collect_view()}
                     </div>
@@ -657,12 +671,17 @@ pub fn ModelPage() -> impl IntoView {
                     <section aria-labelledby="h-versions">
                         <h2 id="h-versions">"Versions"</h2>
                         <table class="grid" id="versions">
-                            <thead><tr><th scope="col">"Version"</th><th scope="col">"Created"</th><th scope="col">"Run"</th><th scope="col">"Stage"</th><th scope="col">"Aliases"</th><th scope="col">"Tags"</th></tr></thead>
+                            <thead><tr><th scope="col">"Version"</th><th scope="col">"Created"</th><th scope="col">"Source run"</th><th scope="col">"Pipeline run"</th><th scope="col">"Deployments"</th><th scope="col">"Stage"</th><th scope="col">"Aliases"</th><th scope="col">"Tags"</th></tr></thead>
                             <tbody>{m.versions.iter().map(|v| view! {
-                                <tr>
+                                <tr id=format!("v{}", v.version)>
                                     <td>{format!("v{}", v.version)}</td>
                                     <td>{fmt_time(v.created)}</td>
                                     <td>{v.run_id.clone().map(|r| view! { <a href=format!("/runs/{r}")>{r.clone()}</a> })}</td>
+                                    <td class="pipeline-run">{v.lineage.pipeline_run.clone().map(|(ns, r)| view! { <a href=format!("/pipelineruns/{ns}/{r}")>{r.clone()}</a> })}</td>
+                                    <td class="serving">{v.lineage.deployments.iter().map(|d| view! {
+                                        <a href=format!("/deployments/{}/{}", d.namespace, d.name)>{d.name.clone()}</a>
+                                        {format!(" ({} {}%) ", d.role, d.traffic_percent)}
+                                    }).collect_view()}</td>
                                     <td>{v.stage.clone()}</td>
                                     <td>{v.aliases.iter().map(|a| view! { <span class="alias">{format!("@{a}")}</span> }).collect_view()}</td>
                                     <td>{v.tags.iter().map(|(k, val)| format!("{k}={val} ")).collect::<String>()}</td>
@@ -690,7 +709,7 @@ pub fn ModelPage() -> impl IntoView {
 // Jobs, queues, GPUs
 // ---------------------------------------------------------------------------------------
 
-fn auto_refresh<T>(res: Resource<T>, every_ms: u64)
+pub(crate) fn auto_refresh<T>(res: Resource<T>, every_ms: u64)
 where
     T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
 {

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use capstan_store::artifacts::ArtifactStore;
-use capstan_store::runs_search::{RunQuery, ViewType};
-use capstan_store::{RunRecord, Store};
+use capstan_store::runs_search::{RunsTable, RunsTableRow, TableCell, ViewType};
+use capstan_store::Store;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
 use serde::Deserialize;
@@ -100,8 +100,11 @@ pub fn router(state: UiState) -> Router {
             }
         }),
     );
-    let data =
-        Router::new().route("/ui/data/runs", get(runs_data)).route("/pkg/{*file}", get(static_file)).with_state(state);
+    let data = Router::new()
+        .route("/ui/data/runs", get(runs_data))
+        .route("/ui/data/traffic", get(traffic_data))
+        .route("/pkg/{*file}", get(static_file))
+        .with_state(state);
     // leptos_routes also routes each server function's own path: the layer covers both.
     pages.with_state(options).merge(fns).merge(data).layer(axum::middleware::map_response(bad_arguments_are_400))
 }
@@ -167,10 +170,12 @@ fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// All runs of an experiment that match a filter, as a compact table: `keys` (every metric,
-/// param and tag key), `columns` (the ones asked for), `rows` (`[run_id, run_name, status,
-/// start_time, value...]`). A filter that does not parse is a 400 with its position.
+/// All runs of an experiment that match a filter (at most [`MAX_TABLE_RUNS`]), as a compact
+/// table: `keys` (every metric, param and tag key), `columns` (the ones asked for), `rows`
+/// (`[run_id, run_name, status, start_time, value...]`). Only the asked columns are read
+/// ([`Store::runs_table`]). A filter that does not parse is a 400 with its position.
 async fn runs_data(State(st): State<UiState>, Query(q): Query<RunsDataQuery>) -> Response {
+    let started = std::time::Instant::now();
     let filter = match capstan_search::parse_filter(&q.filter) {
         Ok(f) => f,
         Err(e) => {
@@ -180,40 +185,42 @@ async fn runs_data(State(st): State<UiState>, Query(q): Query<RunsDataQuery>) ->
             )
         }
     };
-    let runs = match all_runs(&st.store, &q.experiment, filter.as_ref()).await {
-        Ok(runs) => runs,
+    let asked: Option<Vec<String>> = match q.cols.as_deref().map(str::trim) {
+        Some(c) if !c.is_empty() => {
+            Some(c.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        }
+        _ => None,
+    };
+    let choose = |metrics: &[String], params: &[String], _tags: &[String]| {
+        asked.unwrap_or_else(|| {
+            let m: BTreeSet<&str> = metrics.iter().map(String::as_str).collect();
+            let p: BTreeSet<&str> = params.iter().map(String::as_str).collect();
+            logic::default_columns(&m, &p)
+        })
+    };
+    let ids = [q.experiment.clone()];
+    let table = match st.store.runs_table(&ids, filter.as_ref(), ViewType::ActiveOnly, MAX_TABLE_RUNS, choose).await {
+        Ok(t) => t,
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": e.to_string()})),
     };
-    let mut metric_keys = BTreeSet::new();
-    let mut param_keys = BTreeSet::new();
-    let mut tag_keys = BTreeSet::new();
-    for r in &runs {
-        metric_keys.extend(r.metrics.iter().map(|m| m.key.as_str()));
-        param_keys.extend(r.params.iter().map(|(k, _)| k.as_str()));
-        tag_keys.extend(r.tags.iter().filter(|(k, _)| !k.starts_with("mlflow.")).map(|(k, _)| k.as_str()));
-    }
-    let columns: Vec<String> = match q.cols.as_deref().map(str::trim) {
-        Some(c) if !c.is_empty() => c.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        _ => logic::default_columns(&metric_keys, &param_keys),
-    };
-    let rows: Vec<Vec<serde_json::Value>> = runs
-        .iter()
-        .map(|r| {
-            let mut row = vec![
-                serde_json::Value::from(r.run_id.clone()),
-                serde_json::Value::from(r.run_name.clone()),
-                serde_json::Value::from(r.status.clone()),
-                serde_json::Value::from(r.start_time),
-            ];
-            for c in &columns {
-                row.push(column_value(r, c));
-            }
-            row
-        })
-        .collect();
+    let read = started.elapsed();
     if q.format.as_deref() == Some("csv") {
         let mut header = vec!["run_id".to_string(), "run_name".into(), "status".into(), "start_time".into()];
-        header.extend(columns.iter().cloned());
+        header.extend(table.columns.iter().cloned());
+        let rows: Vec<Vec<serde_json::Value>> = table
+            .rows
+            .iter()
+            .map(|r| {
+                let mut row = vec![
+                    serde_json::Value::from(r.run_id.clone()),
+                    serde_json::Value::from(r.run_name.clone()),
+                    serde_json::Value::from(r.status.clone()),
+                    serde_json::Value::from(r.start_time),
+                ];
+                row.extend(r.cells.iter().map(|c| serde_json::to_value(JsonCell(c)).unwrap_or_default()));
+                row
+            })
+            .collect();
         let body = logic::csv(&header, &rows);
         return (
             [
@@ -224,79 +231,146 @@ async fn runs_data(State(st): State<UiState>, Query(q): Query<RunsDataQuery>) ->
         )
             .into_response();
     }
-    axum::Json(serde_json::json!({
-        "keys": {"metrics": metric_keys, "params": param_keys, "tags": tag_keys},
-        "columns": columns,
-        "rows": rows,
-    }))
-    .into_response()
+    let body = serde_json::to_vec(&JsonTable(&table)).unwrap_or_default();
+    tracing::debug!(
+        experiment = %q.experiment,
+        runs = table.rows.len(),
+        columns = table.columns.len(),
+        bytes = body.len(),
+        read_ms = read.as_secs_f64() * 1e3,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "runs table data"
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Runs read per query by [`all_runs`].
-const CHUNK: usize = 2_500;
+/// [`RunsTable`] as `/ui/data/runs` sends it, serialized straight from the store's rows.
+struct JsonTable<'a>(&'a RunsTable);
 
-/// Every run of an experiment matching `filter` (at most [`MAX_TABLE_RUNS`]), in the store's
-/// default order: the first chunk, then the rest in chunks read concurrently (the read pool
-/// and WAL let them run side by side).
-pub async fn all_runs(
-    store: &Store,
-    experiment: &str,
-    filter: Option<&capstan_search::Expr>,
-) -> Result<Vec<RunRecord>, capstan_store::StoreError> {
-    let ids = [experiment.to_string()];
-    let page = |offset: u64| {
-        let ids = ids.clone();
-        let filter = filter.cloned();
-        let store = store.clone();
-        async move {
-            let q = RunQuery {
-                experiment_ids: &ids,
-                filter: filter.as_ref(),
-                order_by: &[],
-                view: ViewType::ActiveOnly,
-                max_results: CHUNK,
-                offset,
-            };
-            store.search_runs(&q).await
+impl serde::Serialize for JsonTable<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(serde::Serialize)]
+        struct Keys<'a> {
+            metrics: &'a [String],
+            params: &'a [String],
+            tags: &'a [String],
         }
-    };
-    let first = page(0).await?;
-    let mut runs: Vec<RunRecord> = first.items.into_iter().map(|(r, _)| r).collect();
-    let Some(mut next) = first.next_offset else { return Ok(runs) };
-    while runs.len() < MAX_TABLE_RUNS {
-        // Four chunks at a time.
-        let offsets: Vec<u64> = (0..4).map(|i| next + i * CHUNK as u64).collect();
-        let tasks: Vec<_> = offsets.iter().map(|&o| tokio::spawn(page(o))).collect();
-        let mut more = false;
-        for t in tasks {
-            let p = t.await.map_err(|e| capstan_store::StoreError::NotFound(format!("runs chunk task: {e}")))??;
-            more = p.next_offset.is_some();
-            runs.extend(p.items.into_iter().map(|(r, _)| r));
-            if !more {
-                break;
-            }
-        }
-        if !more {
-            break;
-        }
-        next += 4 * CHUNK as u64;
+        let t = self.0;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("columns", &t.columns)?;
+        m.serialize_entry("keys", &Keys { metrics: &t.metric_keys, params: &t.param_keys, tags: &t.tag_keys })?;
+        m.serialize_entry("rows", &JsonRows(&t.rows))?;
+        m.end()
     }
-    runs.truncate(MAX_TABLE_RUNS);
-    Ok(runs)
 }
 
-fn column_value(r: &RunRecord, col: &str) -> serde_json::Value {
-    let (kind, key) = col.split_once('.').unwrap_or(("", col));
-    match kind {
-        "metrics" => r
-            .metrics
-            .iter()
-            .find(|m| m.key == key)
-            .and_then(|m| serde_json::Number::from_f64(m.value))
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null),
-        "params" => r.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone().into()).unwrap_or_default(),
-        "tags" => r.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone().into()).unwrap_or_default(),
-        _ => serde_json::Value::Null,
+struct JsonRows<'a>(&'a [RunsTableRow]);
+
+impl serde::Serialize for JsonRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(JsonRow))
+    }
+}
+
+struct JsonRow<'a>(&'a RunsTableRow);
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = self.0;
+        let mut seq = s.serialize_seq(Some(4 + r.cells.len()))?;
+        seq.serialize_element(&r.run_id)?;
+        seq.serialize_element(&r.run_name)?;
+        seq.serialize_element(&r.status)?;
+        seq.serialize_element(&r.start_time)?;
+        for c in &r.cells {
+            seq.serialize_element(&JsonCell(c))?;
+        }
+        seq.end()
+    }
+}
+
+/// A cell: a number (null when not finite: JSON has no NaN), a string, or null when missing.
+struct JsonCell<'a>(&'a TableCell);
+
+impl serde::Serialize for JsonCell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TableCell::Number(v) if v.is_finite() => s.serialize_f64(*v),
+            TableCell::Text(t) => s.serialize_str(t),
+            TableCell::Number(_) | TableCell::Missing => s.serialize_unit(),
+        }
+    }
+}
+
+/// Query of `/ui/data/traffic`.
+#[derive(Debug, Deserialize)]
+struct TrafficQuery {
+    /// ModelDeployment name (the `/v2/models/{name}` the proxy routes).
+    deployment: String,
+    /// Seconds of history (10 to [`crate::traffic::KEEP_SECONDS`], default 600).
+    #[serde(default)]
+    window: Option<u64>,
+    /// Seconds per point (1 to 60, default 5).
+    #[serde(default)]
+    step: Option<u64>,
+}
+
+/// Request rate and latency per version of a deployment, as the server's inference proxy
+/// saw them ([`crate::traffic`]). Out-of-range `window` or `step`: 400 naming the field.
+async fn traffic_data(Query(q): Query<TrafficQuery>) -> Response {
+    let window = q.window.unwrap_or(600);
+    let step = q.step.unwrap_or(5);
+    if !(10..=crate::traffic::KEEP_SECONDS).contains(&window) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": format!("window: {window} is out of range (10 to {} seconds)", crate::traffic::KEEP_SECONDS)}),
+        );
+    }
+    if !(1..=60).contains(&step) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": format!("step: {step} is out of range (1 to 60 seconds)")}),
+        );
+    }
+    if q.deployment.trim().is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, serde_json::json!({"error": "deployment: must not be empty"}));
+    }
+    axum::Json(crate::traffic::series(&q.deployment, window, step)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runs_table_json_is_compact_rows_with_nulls_for_missing_and_non_finite() {
+        let t = RunsTable {
+            metric_keys: vec!["acc".into()],
+            param_keys: vec!["lr".into()],
+            tag_keys: vec![],
+            columns: vec!["metrics.acc".into(), "params.lr".into(), "metrics.loss".into()],
+            rows: vec![
+                RunsTableRow {
+                    run_id: "r1".into(),
+                    run_name: "one".into(),
+                    status: "FINISHED".into(),
+                    start_time: 5,
+                    cells: vec![TableCell::Number(0.5), TableCell::Text("0.1".into()), TableCell::Missing],
+                },
+                RunsTableRow {
+                    run_id: "r2".into(),
+                    run_name: "two \"q\"".into(),
+                    status: "RUNNING".into(),
+                    start_time: 6,
+                    cells: vec![TableCell::Number(f64::INFINITY), TableCell::Missing, TableCell::Number(1.0)],
+                },
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&JsonTable(&t)).unwrap(),
+            r#"{"columns":["metrics.acc","params.lr","metrics.loss"],"keys":{"metrics":["acc"],"params":["lr"],"tags":[]},"rows":[["r1","one","FINISHED",5,0.5,"0.1",null],["r2","two \"q\"","RUNNING",6,null,null,1.0]]}"#
+        );
     }
 }

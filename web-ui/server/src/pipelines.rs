@@ -8,6 +8,10 @@
 //!   start a run by hand (`capstan pipeline run NAME --param k=v`).
 //!
 //! No response ever carries a secret's value.
+//!
+//! On a cluster (`capstan server --kubernetes`, see [`crate::webhooks::on_cluster`]) a manual
+//! run is a PipelineRun object made from the cluster's Pipeline, and the secret endpoints
+//! answer 400: webhook secrets are Kubernetes Secrets there (`kubectl create secret generic`).
 
 use std::collections::BTreeMap;
 
@@ -15,12 +19,25 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use capstan_crds::pipeline::{self, CommitInfo, PipelineRunSpec, PipelineSpec, TriggerInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::webhooks::{Cluster, CreateOutcome};
 use crate::{ApiError, AppState};
+
+/// The 400 of the secret endpoints on a cluster.
+fn secrets_on_cluster(cluster: &Option<Extension<Cluster>>) -> Result<(), ApiError> {
+    match cluster {
+        None => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            "this server keeps its pipelines on Kubernetes (--kubernetes): webhook secrets are Kubernetes Secrets in \
+             the Pipeline's namespace; create one with `kubectl create secret generic NAME -n NAMESPACE \
+             --from-literal=secret=VALUE`",
+        )),
+    }
+}
 
 /// Largest total size of a secret's values (as Kubernetes: 1 MiB).
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -79,9 +96,11 @@ fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
 
 async fn create(
     State(st): State<AppState>,
+    cluster: Option<Extension<Cluster>>,
     Path(ns): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    secrets_on_cluster(&cluster)?;
     let s: NewSecret = json_body(&body)?;
     if let Some(p) = name_problem(&ns) {
         return Err(ApiError::bad_request(format!("namespace: {p}")));
@@ -118,15 +137,26 @@ async fn list(st: &AppState, ns: Option<&str>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({"kind": "SecretList", "items": items})))
 }
 
-async fn list_all(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_all(State(st): State<AppState>, cluster: Option<Extension<Cluster>>) -> Result<Json<Value>, ApiError> {
+    secrets_on_cluster(&cluster)?;
     list(&st, None).await
 }
 
-async fn list_ns(State(st): State<AppState>, Path(ns): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_ns(
+    State(st): State<AppState>,
+    cluster: Option<Extension<Cluster>>,
+    Path(ns): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    secrets_on_cluster(&cluster)?;
     list(&st, Some(&ns)).await
 }
 
-async fn remove(State(st): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn remove(
+    State(st): State<AppState>,
+    cluster: Option<Extension<Cluster>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    secrets_on_cluster(&cluster)?;
     if st.store.delete_secret(&ns, &name).await? {
         Ok(Json(json!({"deleted": {"namespace": ns, "name": name}})))
     } else {
@@ -145,16 +175,26 @@ struct ManualRun {
 
 async fn run(
     State(st): State<AppState>,
+    cluster: Option<Extension<Cluster>>,
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: ManualRun =
         if body.iter().all(u8::is_ascii_whitespace) { ManualRun::default() } else { json_body(&body)? };
-    let Some(p) = st.store.get_resource("Pipeline", &ns, &name).await? else {
-        return Err(ApiError::not_found(format!("pipeline {ns}/{name} not found")));
+    let cluster = cluster.map(|Extension(c)| c.0);
+    let spec: PipelineSpec = match &cluster {
+        Some(c) => match c.get_pipeline(&ns, &name).await? {
+            Some(p) => p.spec,
+            None => return Err(ApiError::not_found(format!("pipeline {ns}/{name} not found"))),
+        },
+        None => {
+            let Some(p) = st.store.get_resource("Pipeline", &ns, &name).await? else {
+                return Err(ApiError::not_found(format!("pipeline {ns}/{name} not found")));
+            };
+            serde_json::from_value(p.spec.clone())
+                .map_err(|e| ApiError::bad_request(format!("pipeline {ns}/{name} has an invalid stored spec: {e}")))?
+        }
     };
-    let spec: PipelineSpec = serde_json::from_value(p.spec.clone())
-        .map_err(|e| ApiError::bad_request(format!("pipeline {ns}/{name} has an invalid stored spec: {e}")))?;
     let run = PipelineRunSpec {
         pipeline_ref: name.clone(),
         parameters: req.parameters,
@@ -162,7 +202,18 @@ async fn run(
         trigger: Some(TriggerInfo { source: "manual".into(), ..Default::default() }),
     };
     pipeline::effective_parameters(&spec, &run).map_err(|e| ApiError::bad_request(format!("parameters: {e}")))?;
-    let run_name = crate::webhooks::create_run(&st, &ns, &name, &run).await?;
+    let run_name = match &cluster {
+        Some(c) => match crate::webhooks::create_cluster_run(c.as_ref(), &ns, &name, &run, None).await? {
+            (run_name, CreateOutcome::Created) => run_name,
+            (run_name, CreateOutcome::AlreadyExists) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("pipelinerun {ns}/{run_name} already exists: try again"),
+                ))
+            }
+        },
+        None => crate::webhooks::create_run(&st, &ns, &name, &run).await?,
+    };
     st.wake.notify_one();
     Ok((StatusCode::CREATED, Json(json!({"namespace": ns, "pipeline": name, "name": run_name}))))
 }

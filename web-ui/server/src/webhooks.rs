@@ -16,19 +16,35 @@
 //!
 //! A verified push is matched against every Pipeline whose secret verified it (repository URL,
 //! branch and path filters), and one PipelineRun is created per matching Pipeline. The parsing,
-//! signature and matching logic are plain functions, tested below.
+//! signature and matching logic are plain functions ([`plan_runs`]: verified Pipelines and a
+//! push -> the runs to create), tested below.
+//!
+//! Two homes for Pipelines, secrets and runs, one logic:
+//!
+//! - the server's store (`capstan up`, `capstan server`): secrets from `capstan secret create`,
+//!   runs are rows the standalone controller walks, replays refused through the store's
+//!   `webhook_deliveries`;
+//! - a Kubernetes cluster (`capstan server --kubernetes`, the Helm chart): a [`ClusterPipelines`]
+//!   (the `capstan` binary's kube adapter) lists the Pipeline objects, reads the trigger's key
+//!   from a Kubernetes Secret of the Pipeline's namespace, and creates PipelineRun objects that
+//!   `capstan controller` reconciles. Replays are refused by the run's name: it is derived from
+//!   the delivery id ([`delivery_nonce`]), so a second delivery with that id meets AlreadyExists.
+//!   [`on_cluster`] installs it on the app.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use capstan_crds::pipeline::{self, CommitInfo, GitProvider, GitTrigger, PipelineRunSpec, PipelineSpec, TriggerInfo};
+use futures_util::future::BoxFuture;
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::{ApiError, AppState};
 
@@ -351,6 +367,218 @@ pub fn trigger_matches(trigger: &GitTrigger, push: &Push) -> Result<(), String> 
     Ok(())
 }
 
+/// A Pipeline whose secret verified a delivery, with its triggers for that provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// Namespace.
+    pub namespace: String,
+    /// Pipeline name.
+    pub name: String,
+    /// Its spec.
+    pub spec: PipelineSpec,
+    /// Its triggers for the provider whose secret verified the delivery.
+    pub triggers: Vec<GitTrigger>,
+}
+
+/// One run a push starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// Namespace (the Pipeline's).
+    pub namespace: String,
+    /// The Pipeline.
+    pub pipeline: String,
+    /// The run's spec: the commit, what triggered it.
+    pub spec: PipelineRunSpec,
+}
+
+/// What a verified push starts: one run per matching Pipeline (each Pipeline once, however
+/// many of its triggers match), and for every other Pipeline why not (`{"namespace",
+/// "pipeline", "reason"}`: no trigger matches, or its parameters need values a push cannot
+/// give). The same decision for the store and for a cluster.
+pub fn plan_runs(
+    verified: &[Verified],
+    push: &Push,
+    provider: GitProvider,
+    delivery: Option<&str>,
+) -> (Vec<PlannedRun>, Vec<Value>) {
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = BTreeSet::new();
+    for c in verified {
+        if seen.contains(&(c.namespace.as_str(), c.name.as_str())) {
+            continue;
+        }
+        let why_not: Vec<String> = c.triggers.iter().filter_map(|t| trigger_matches(t, push).err()).collect();
+        if why_not.len() == c.triggers.len() {
+            skipped.push(json!({"namespace": c.namespace, "pipeline": c.name, "reason": why_not.join("; ")}));
+            continue;
+        }
+        seen.insert((c.namespace.as_str(), c.name.as_str()));
+        let spec = PipelineRunSpec {
+            pipeline_ref: c.name.clone(),
+            parameters: Default::default(),
+            commit: Some(push.commit.clone()),
+            trigger: Some(TriggerInfo {
+                source: "webhook".into(),
+                provider: provider.as_str().into(),
+                delivery_id: delivery.unwrap_or_default().to_string(),
+            }),
+        };
+        if let Err(e) = pipeline::effective_parameters(&c.spec, &spec) {
+            skipped.push(json!({"namespace": c.namespace, "pipeline": c.name, "reason": e}));
+            continue;
+        }
+        runs.push(PlannedRun { namespace: c.namespace.clone(), pipeline: c.name.clone(), spec });
+    }
+    (runs, skipped)
+}
+
+/// The name suffix of the run a delivery starts on a cluster: the first 10 hex digits of
+/// SHA-256(provider, delivery id). The same delivery always gives the same run name (a replay
+/// meets AlreadyExists); different deliveries of one commit give different ones.
+pub fn delivery_nonce(provider: GitProvider, delivery: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(provider.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(delivery.as_bytes());
+    hex::encode(h.finalize())[..10].to_string()
+}
+
+/// Labels of a run the server creates: its Pipeline and what started it.
+pub fn run_labels(pipeline: &str, spec: &PipelineRunSpec) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert("capstan.dev/pipeline".to_string(), pipeline.to_string());
+    if let Some(t) = &spec.trigger {
+        labels.insert("capstan.dev/trigger".to_string(), t.source.clone());
+    }
+    labels
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipelines on a Kubernetes cluster
+// ---------------------------------------------------------------------------------------
+
+/// A Pipeline object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineObject {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Spec.
+    pub spec: PipelineSpec,
+}
+
+/// A PipelineRun object to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// Namespace.
+    pub namespace: String,
+    /// Name (for a webhook with a delivery id: derived from it, see [`delivery_nonce`]).
+    pub name: String,
+    /// Labels ([`run_labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// Spec.
+    pub spec: PipelineRunSpec,
+}
+
+/// What creating a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// A new PipelineRun.
+    Created,
+    /// A PipelineRun of that name exists already (a replayed delivery).
+    AlreadyExists,
+}
+
+/// Why a call to the Kubernetes API failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server refused the call: the server's ServiceAccount lacks a permission (the
+    /// Helm chart grants get/list on pipelines, create on pipelineruns, get on secrets).
+    #[error("the Kubernetes API refused the server's ServiceAccount: {0}")]
+    Forbidden(String),
+    /// The API server could not be reached or failed the call.
+    #[error("the Kubernetes API failed: {0}")]
+    Api(String),
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> ApiError {
+        tracing::error!(error = %e, "Kubernetes API call failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// Pipelines, their secrets and new runs on a Kubernetes cluster (`capstan server
+/// --kubernetes`). The `capstan` binary implements it with kube; what to create is decided
+/// here, by the same functions as for the store.
+pub trait ClusterPipelines: Send + Sync {
+    /// Every Pipeline the server starts runs of (all namespaces, or the configured one),
+    /// except those being deleted. Objects whose spec does not parse are left out.
+    fn list_pipelines(&self) -> BoxFuture<'_, Result<Vec<PipelineObject>, ClusterError>>;
+    /// One Pipeline; None when it does not exist (or is outside the configured namespace).
+    fn get_pipeline<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineObject>, ClusterError>>;
+    /// The value under `key` of the Secret `name` in `namespace`; None when the Secret or the
+    /// key is missing. Never logged, never returned to a client.
+    fn secret_value<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>>;
+    /// Create a PipelineRun; AlreadyExists when one of that name exists.
+    fn create_run<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<CreateOutcome, ClusterError>>;
+}
+
+/// The cluster a server's pipeline triggers use, in each request's extensions (see
+/// [`on_cluster`]); absent: the store.
+#[derive(Clone)]
+pub struct Cluster(pub Arc<dyn ClusterPipelines>);
+
+/// The app with its pipeline triggers on a cluster: webhooks and manual runs read Pipelines
+/// and Secrets from it and create PipelineRun objects there; `capstan secret` is refused
+/// (secrets are Kubernetes Secrets).
+pub fn on_cluster(app: Router, cluster: Arc<dyn ClusterPipelines>) -> Router {
+    app.layer(Extension(Cluster(cluster)))
+}
+
+/// Where Pipelines and secrets are read.
+enum Source<'a> {
+    Store(&'a capstan_store::Store),
+    Cluster(&'a dyn ClusterPipelines),
+}
+
+impl Source<'_> {
+    async fn pipelines(&self) -> Result<Vec<PipelineObject>, ApiError> {
+        match self {
+            Source::Cluster(c) => Ok(c.list_pipelines().await?),
+            Source::Store(store) => {
+                let mut out = Vec::new();
+                for p in store.list_resources("Pipeline", None).await? {
+                    if p.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let Ok(spec) = serde_json::from_value::<PipelineSpec>(p.spec.clone()) else { continue };
+                    out.push(PipelineObject { namespace: p.namespace, name: p.name, spec });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn secret(&self, namespace: &str, name: &str, key: &str) -> Result<Option<String>, ApiError> {
+        match self {
+            Source::Cluster(c) => Ok(c.secret_value(namespace, name, key).await?),
+            Source::Store(store) => Ok(store.secret_value(namespace, name, key).await?),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The handler
 // ---------------------------------------------------------------------------------------
@@ -365,26 +593,20 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
 
 /// A Pipeline with a trigger for this provider, and its secret.
 struct Candidate {
-    namespace: String,
-    name: String,
-    spec: PipelineSpec,
-    triggers: Vec<GitTrigger>,
+    verified: Verified,
     secret: String,
 }
 
-async fn candidates(st: &AppState, provider: GitProvider) -> Result<Vec<Candidate>, ApiError> {
+async fn candidates(src: &Source<'_>, provider: GitProvider) -> Result<Vec<Candidate>, ApiError> {
     let mut out = Vec::new();
-    for p in st.store.list_resources("Pipeline", None).await? {
-        if p.deletion_timestamp.is_some() {
-            continue;
-        }
-        let Ok(spec) = serde_json::from_value::<PipelineSpec>(p.spec.clone()) else { continue };
+    for p in src.pipelines().await? {
         // Group this pipeline's triggers by secret: a delivery verifies against one secret.
         let mut by_secret: Vec<(String, Vec<GitTrigger>)> = Vec::new();
-        for t in spec.triggers.iter().map(|t| &t.git).filter(|g| g.provider == provider) {
+        for t in p.spec.triggers.iter().map(|t| &t.git).filter(|g| g.provider == provider) {
             let Some(r) = &t.secret_ref else { continue };
-            let Some(secret) = st.store.secret_value(&p.namespace, &r.name, r.key()).await? else {
-                tracing::warn!(pipeline = %p.name, secret = %r.name, "webhook secret not found");
+            let Some(secret) = src.secret(&p.namespace, &r.name, r.key()).await? else {
+                tracing::warn!(namespace = %p.namespace, pipeline = %p.name, secret = %r.name, key = %r.key(),
+                    "webhook secret not found");
                 continue;
             };
             match by_secret.iter_mut().find(|(s, _)| *s == secret) {
@@ -394,10 +616,12 @@ async fn candidates(st: &AppState, provider: GitProvider) -> Result<Vec<Candidat
         }
         for (secret, triggers) in by_secret {
             out.push(Candidate {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                spec: spec.clone(),
-                triggers,
+                verified: Verified {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    spec: p.spec.clone(),
+                    triggers,
+                },
                 secret,
             });
         }
@@ -421,7 +645,7 @@ pub async fn create_run(
 ) -> Result<String, ApiError> {
     let sha = spec.commit.as_ref().map(|c| c.sha.as_str()).unwrap_or("");
     let name = pipeline::run_name(pipeline, sha, &nonce(5));
-    let labels = json!({"capstan.dev/pipeline": pipeline});
+    let labels = serde_json::to_value(run_labels(pipeline, spec)).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let body = serde_json::to_value(spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (stored, _) = st.store.put_resource("PipelineRun", namespace, &name, &labels, &json!({}), &body).await?;
     let trigger = spec.trigger.as_ref().map(|t| t.source.as_str()).unwrap_or("manual");
@@ -433,8 +657,30 @@ pub async fn create_run(
     Ok(name)
 }
 
+/// Creates a PipelineRun object on the cluster: named `<pipeline>-<sha7>-<nonce>` (`nonce`:
+/// [`delivery_nonce`] for a delivery, else random). Returns the name and whether it was new.
+pub async fn create_cluster_run(
+    cluster: &dyn ClusterPipelines,
+    namespace: &str,
+    pipeline: &str,
+    spec: &PipelineRunSpec,
+    nonce_part: Option<String>,
+) -> Result<(String, CreateOutcome), ApiError> {
+    let sha = spec.commit.as_ref().map(|c| c.sha.as_str()).unwrap_or("");
+    let name = pipeline::run_name(pipeline, sha, &nonce_part.unwrap_or_else(|| nonce(5)));
+    let run = NewRun {
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        labels: run_labels(pipeline, spec),
+        spec: spec.clone(),
+    };
+    let outcome = cluster.create_run(&run).await?;
+    Ok((name, outcome))
+}
+
 async fn receive(
     State(st): State<AppState>,
+    cluster: Option<Extension<Cluster>>,
     Path(provider): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -457,10 +703,15 @@ async fn receive(
             )))
         }
     };
+    let cluster = cluster.map(|Extension(c)| c.0);
+    let src = match &cluster {
+        Some(c) => Source::Cluster(c.as_ref()),
+        None => Source::Store(&st.store),
+    };
 
     // 1. Authenticate: the delivery must verify against some Pipeline's secret.
-    let all = candidates(&st, provider).await?;
-    let verified: Vec<&Candidate> = match provider {
+    let all = candidates(&src, provider).await?;
+    let verified: Vec<Verified> = match provider {
         GitProvider::Github | GitProvider::Generic => {
             let name = if provider == GitProvider::Github { "X-Hub-Signature-256" } else { "X-Capstan-Signature-256" };
             let sig = header(&headers, name);
@@ -468,9 +719,9 @@ async fn receive(
                 return Err(unauthorized(format!("missing {name} header: deliveries must be signed")));
             }
             let mut ok = Vec::new();
-            for c in &all {
+            for c in all {
                 match verify_signature(c.secret.as_bytes(), &body, sig) {
-                    Ok(()) => ok.push(c),
+                    Ok(()) => ok.push(c.verified),
                     Err(SignatureProblem::Malformed) => {
                         return Err(unauthorized(format!("{name} must be sha256=<64 hex digits>")))
                     }
@@ -483,7 +734,7 @@ async fn receive(
             let Some(token) = header(&headers, "X-Gitlab-Token") else {
                 return Err(unauthorized("missing X-Gitlab-Token header"));
             };
-            all.iter().filter(|c| token_matches(&c.secret, token)).collect()
+            all.into_iter().filter(|c| token_matches(&c.secret, token)).map(|c| c.verified).collect()
         }
     };
     if verified.is_empty() {
@@ -520,7 +771,8 @@ async fn receive(
         GitEvent::Push(p) => p,
     };
 
-    // 3. Replay protection.
+    // 3. Replay protection: the store remembers deliveries; on a cluster the run's name is
+    //    derived from the delivery id (step 4).
     let delivery = match (provider, delivery) {
         (GitProvider::Github, None) => {
             return Err(ApiError::bad_request("missing X-GitHub-Delivery header (needed for replay protection)"))
@@ -531,50 +783,36 @@ async fn receive(
         if id.len() > 200 {
             return Err(ApiError::bad_request("the delivery id is longer than 200 characters"));
         }
-        if !st.store.claim_delivery(provider.as_str(), id, "{}").await? {
-            return Ok((
-                StatusCode::OK,
-                Json(json!({
-                    "duplicate": true,
-                    "runs": [],
-                    "message": format!("delivery {id} was already received: no run started"),
-                })),
-            ));
+        if cluster.is_none() && !st.store.claim_delivery(provider.as_str(), id, "{}").await? {
+            return Ok(duplicate(id));
         }
     }
 
     // 4. Match and create runs.
+    let (planned, skipped) = plan_runs(&verified, &push, provider, delivery.as_deref());
     let mut runs = Vec::new();
-    let mut skipped = Vec::new();
-    let mut seen = BTreeSet::new();
-    for c in verified {
-        if seen.contains(&(c.namespace.clone(), c.name.clone())) {
-            continue;
-        }
-        let why_not: Vec<String> = c.triggers.iter().filter_map(|t| trigger_matches(t, &push).err()).collect();
-        if why_not.len() == c.triggers.len() {
-            skipped.push(json!({"namespace": c.namespace, "pipeline": c.name, "reason": why_not.join("; ")}));
-            continue;
-        }
-        seen.insert((c.namespace.clone(), c.name.clone()));
-        let spec = PipelineRunSpec {
-            pipeline_ref: c.name.clone(),
-            parameters: Default::default(),
-            commit: Some(push.commit.clone()),
-            trigger: Some(TriggerInfo {
-                source: "webhook".into(),
-                provider: provider.as_str().into(),
-                delivery_id: delivery.clone().unwrap_or_default(),
-            }),
+    let mut replayed = Vec::new();
+    for r in &planned {
+        let created = match &cluster {
+            Some(c) => {
+                let nonce_part = delivery.as_deref().map(|d| delivery_nonce(provider, d));
+                create_cluster_run(c.as_ref(), &r.namespace, &r.pipeline, &r.spec, nonce_part).await.map(
+                    |(name, outcome)| match outcome {
+                        CreateOutcome::Created => Some(name),
+                        CreateOutcome::AlreadyExists => {
+                            replayed.push(json!({"namespace": r.namespace, "pipeline": r.pipeline, "name": name}));
+                            None
+                        }
+                    },
+                )
+            }
+            None => create_run(&st, &r.namespace, &r.pipeline, &r.spec).await.map(Some),
         };
-        if let Err(e) = pipeline::effective_parameters(&c.spec, &spec) {
-            skipped.push(json!({"namespace": c.namespace, "pipeline": c.name, "reason": e}));
-            continue;
-        }
-        match create_run(&st, &c.namespace, &c.name, &spec).await {
-            Ok(name) => runs.push(json!({"namespace": c.namespace, "pipeline": c.name, "name": name})),
+        match created {
+            Ok(Some(name)) => runs.push(json!({"namespace": r.namespace, "pipeline": r.pipeline, "name": name})),
+            Ok(None) => {}
             Err(e) => {
-                if let Some(id) = &delivery {
+                if let (Some(id), None) = (&delivery, &cluster) {
                     if runs.is_empty() {
                         let _ = st.store.release_delivery(provider.as_str(), id).await;
                     }
@@ -583,19 +821,39 @@ async fn receive(
             }
         }
     }
+    if let (Some(id), false) = (&delivery, planned.is_empty()) {
+        if runs.is_empty() && !replayed.is_empty() {
+            // Every run this delivery starts exists already: a replay.
+            return Ok(duplicate(id));
+        }
+    }
     let outcome = json!({"runs": runs, "skipped": skipped});
-    if let Some(id) = &delivery {
+    if let (Some(id), None) = (&delivery, &cluster) {
         st.store.set_delivery_outcome(provider.as_str(), id, &outcome.to_string()).await?;
     }
     st.wake.notify_one();
     let status = if runs.is_empty() { StatusCode::ACCEPTED } else { StatusCode::CREATED };
     let mut body = outcome;
+    if !replayed.is_empty() {
+        body["duplicates"] = json!(replayed);
+    }
     body["commit"] = json!(push.commit.sha);
     body["branch"] = json!(push.branch);
     if runs_is_empty(&body) {
         body["message"] = json!("no Pipeline matched this push: no run started");
     }
     Ok((status, Json(body)))
+}
+
+fn duplicate(id: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::OK,
+        Json(json!({
+            "duplicate": true,
+            "runs": [],
+            "message": format!("delivery {id} was already received: no run started"),
+        })),
+    )
 }
 
 fn runs_is_empty(body: &Value) -> bool {
@@ -697,6 +955,55 @@ mod tests {
         assert!(trigger_matches(&t, &p).unwrap_err().contains("no changed file"));
         t.repo = "https://github.com/acme/other".into();
         assert!(trigger_matches(&t, &p).unwrap_err().contains("repository"));
+    }
+
+    fn verified(name: &str, triggers: Vec<GitTrigger>) -> Verified {
+        Verified { namespace: "ml".into(), name: name.into(), spec: PipelineSpec::default(), triggers }
+    }
+
+    #[test]
+    fn a_push_plans_one_run_per_matching_pipeline() {
+        let sha = "d".repeat(40);
+        let GitEvent::Push(p) = parse_github("push", &push_body("refs/heads/main", &sha, false)).unwrap() else {
+            panic!()
+        };
+        let iris = GitTrigger { repo: "https://github.com/acme/iris".into(), ..Default::default() };
+        let other = GitTrigger { repo: "https://github.com/acme/other".into(), ..Default::default() };
+        let mut needs_param = verified("needs", vec![iris.clone()]);
+        needs_param.spec.parameters =
+            vec![pipeline::ParameterSpec { name: "lr".into(), default: None, description: None }];
+        let all = vec![
+            verified("a", vec![other.clone(), iris.clone()]),
+            // The same pipeline verified by a second secret: still one run.
+            verified("a", vec![iris.clone()]),
+            verified("b", vec![other]),
+            needs_param,
+        ];
+        let (runs, skipped) = plan_runs(&all, &p, GitProvider::Github, Some("d-1"));
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let r = &runs[0];
+        assert_eq!((r.namespace.as_str(), r.pipeline.as_str(), r.spec.pipeline_ref.as_str()), ("ml", "a", "a"));
+        assert_eq!(r.spec.commit.as_ref().unwrap().sha, sha);
+        let t = r.spec.trigger.as_ref().unwrap();
+        assert_eq!((t.source.as_str(), t.provider.as_str(), t.delivery_id.as_str()), ("webhook", "github", "d-1"));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0]["reason"].as_str().unwrap().contains("repository is not"), "{skipped:?}");
+        assert!(skipped[1]["reason"].as_str().unwrap().contains("\"lr\" is required"), "{skipped:?}");
+        let labels = run_labels("a", &r.spec);
+        assert_eq!(labels.get("capstan.dev/pipeline").map(String::as_str), Some("a"));
+        assert_eq!(labels.get("capstan.dev/trigger").map(String::as_str), Some("webhook"));
+    }
+
+    #[test]
+    fn a_delivery_always_names_the_same_run() {
+        let a = delivery_nonce(GitProvider::Github, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(a, delivery_nonce(GitProvider::Github, "72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        assert_eq!(a.len(), 10);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{a}");
+        assert_ne!(a, delivery_nonce(GitProvider::Github, "72d3162e-cc78-11e3-81ab-4c9367dc0959"));
+        assert_ne!(a, delivery_nonce(GitProvider::Gitlab, "72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        let name = pipeline::run_name(&"p".repeat(70), &"e".repeat(40), &a);
+        assert!(name.len() <= 63 && name.ends_with(&a), "{name}");
     }
 
     #[test]

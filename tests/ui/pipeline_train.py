@@ -1,0 +1,46 @@
+"""Pipeline step `train` of the browser test's pipeline (tests/e2e/tests/ui.rs): trains an iris
+classifier with CAPSTAN_PARAM_MAX_ITER iterations, logs its held-out accuracy as `accuracy` and
+the model as ONNX (`mlflow.onnx.log_model`, name "model": the logistic regression's weights as
+MatMul + Add + Softmax + ArgMax, which Capstan's model server runs) to the job's MLflow run
+(MLFLOW_RUN_ID, set by Capstan)."""
+import os
+
+import mlflow
+import mlflow.onnx
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+max_iter = int(os.environ.get("CAPSTAN_PARAM_MAX_ITER", "200"))
+X, y = load_iris(return_X_y=True)
+X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+clf = LogisticRegression(max_iter=max_iter).fit(X_train, y_train)
+
+w = clf.coef_.T.astype(np.float32)
+b = clf.intercept_.astype(np.float32)
+graph = helper.make_graph(
+    [
+        helper.make_node("MatMul", ["input", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+    ],
+    "iris",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+    [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+    ],
+    initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+onnx.checker.check_model(model)
+
+with mlflow.start_run():
+    mlflow.log_param("max_iter", str(max_iter))
+    mlflow.log_metric("accuracy", float(clf.score(X_test, y_test)))
+    mlflow.onnx.log_model(model, name="model")
+print(f"trained with max_iter={max_iter}")
