@@ -246,9 +246,19 @@ impl PointWrites {
     ///
     /// See [`RowsSql`] for how the run id and the keys are bound.
     pub(crate) fn new(backend: DbBackend, run_id: &str, metrics: &[MetricPoint], after: Vec<Statement>) -> PointWrites {
+        // The batch's samples of each key, in the batch's order: the SQLite inserts and the
+        // tiles both read them.
+        let mut by_key: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+        for m in metrics {
+            by_key.entry(m.key.as_str()).or_default().push(Sample {
+                step: m.step,
+                timestamp: m.timestamp,
+                value: m.value,
+            });
+        }
         let mut statements = Vec::new();
         if backend == DbBackend::Sqlite {
-            statements.extend(sqlite_point_inserts(run_id, metrics));
+            statements.extend(sqlite_point_inserts(run_id, metrics.len(), &by_key));
         } else {
             for chunk in metrics.chunks(POINT_ROWS) {
                 let mut sql = RowsSql::new(
@@ -279,14 +289,6 @@ impl PointWrites {
         }
 
         // Tiles: the batch's own summaries per (key, level, tile), merged into the stored ones.
-        let mut by_key: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
-        for m in metrics {
-            by_key.entry(m.key.as_str()).or_default().push(Sample {
-                step: m.step,
-                timestamp: m.timestamp,
-                value: m.value,
-            });
-        }
         let mut tiles: Vec<(&str, u8, i64, Summary)> = Vec::new();
         for (key, points) in &by_key {
             tiles.extend(downsample::tiles_of(points).into_iter().map(|(level, tile, s)| (*key, level, tile, s)));
@@ -358,20 +360,8 @@ impl PointWrites {
 /// Half the values of one row per point (6), and no copy of the run id and key per point: the
 /// driver's binding, its allocations and SQLite's per-call locking were most of the writer's
 /// time. A statement holds at most [`MAX_KEYS_PER_INSERT`] keys (SQLite's limit on a compound
-/// `SELECT` is 500 terms).
-fn sqlite_point_inserts(run_id: &str, metrics: &[MetricPoint]) -> Vec<Statement> {
-    // Keys in first-seen order, each with its points in the batch's order.
-    let mut order: Vec<&str> = Vec::new();
-    let mut by_key: std::collections::HashMap<&str, Vec<&MetricPoint>> = std::collections::HashMap::new();
-    for m in metrics {
-        by_key
-            .entry(m.key.as_str())
-            .or_insert_with(|| {
-                order.push(m.key.as_str());
-                Vec::new()
-            })
-            .push(m);
-    }
+/// `SELECT` is 500 terms). `by_key`: the batch's samples of each key; `points`: how many in all.
+fn sqlite_point_inserts(run_id: &str, points: usize, by_key: &BTreeMap<&str, Vec<Sample>>) -> Vec<Statement> {
     let mut statements = Vec::new();
     let mut text = String::new();
     let mut values: Vec<Value> = Vec::new();
@@ -383,15 +373,15 @@ fn sqlite_point_inserts(run_id: &str, metrics: &[MetricPoint]) -> Vec<Statement>
             statements.push(Statement::from_sql_and_values(DbBackend::Sqlite, sql, std::mem::take(values)));
         }
     };
-    for key in order {
-        for part in by_key[key].chunks(POINT_ROWS) {
+    for (&key, samples) in by_key {
+        for part in samples.chunks(POINT_ROWS) {
             if rows + part.len() > POINT_ROWS || keys == MAX_KEYS_PER_INSERT {
                 flush(&mut text, &mut values, &mut statements);
                 (rows, keys) = (0, 0);
             }
             if values.is_empty() {
-                text.reserve(200 + POINT_ROWS.min(metrics.len()) * 11);
-                values.reserve(2 + 3 * POINT_ROWS.min(metrics.len()));
+                text.reserve(200 + POINT_ROWS.min(points) * 11);
+                values.reserve(2 + 3 * POINT_ROWS.min(points));
                 text.push_str(r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") "#);
             } else {
                 text.push_str(" UNION ALL ");
