@@ -4,8 +4,9 @@
 //!
 //! Labels of every GPU series: `gpu`, `UUID`, `pci_bus_id`, `device`, `modelName`,
 //! `Hostname`, `DCGM_FI_DRIVER_VERSION` as dcgm-exporter writes them; `container`,
-//! `namespace`, `pod` (the replica as `<job>-<replica>`, empty when the GPU is idle; the
-//! Kubernetes controller fills them from the kubelet's pod-resources API later); Capstan's own
+//! `namespace`, `pod` (the replica as `<job>-<replica>` under `capstan up`; on Kubernetes the
+//! pod's namespace, name and container from [`crate::attribution`]: the kubelet's
+//! pod-resources API, else process cgroups; empty when the GPU is idle); Capstan's own
 //! `capstan_job` and `capstan_replica` (not `job`, which Prometheus reserves for the scrape
 //! job); `pid` (the compute processes, comma-separated) when no replica is known but
 //! processes run; and `simulated="true"` on simulated GPUs.
@@ -22,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::attribution::PodContainer;
 use crate::gpu::{GpuInfo, GpuReading};
 use crate::health::GpuHealth;
 use crate::push::JobRef;
@@ -45,6 +47,9 @@ pub struct GpuView<'a> {
     pub last_xid: u64,
     /// The replica it is given to.
     pub job: Option<&'a JobRef>,
+    /// The Kubernetes pod container using it (`capstan agent --kubernetes`), which gives the
+    /// `namespace`, `pod` and `container` labels.
+    pub pod: Option<&'a PodContainer>,
 }
 
 /// The agent's own counters.
@@ -110,10 +115,14 @@ const FIELDS: &[Field] = &[
 /// The labels of one GPU's series.
 pub fn labels(view: &GpuView, hostname: &str, driver_version: &str) -> Labels {
     let g = view.info;
-    let (namespace, pod, job, replica) = match view.job {
+    let (mut namespace, mut pod, job, replica) = match view.job {
         Some(j) => (j.namespace.clone(), format!("{}-{}", j.name, j.replica), j.name.clone(), j.replica.to_string()),
         None => Default::default(),
     };
+    let mut container = String::new();
+    if let Some(p) = view.pod {
+        (namespace, pod, container) = (p.namespace.clone(), p.pod.clone(), p.container.clone());
+    }
     let mut l: Labels = vec![
         ("gpu".into(), g.index.to_string()),
         ("UUID".into(), g.uuid.clone()),
@@ -122,13 +131,13 @@ pub fn labels(view: &GpuView, hostname: &str, driver_version: &str) -> Labels {
         ("modelName".into(), g.model_name()),
         ("Hostname".into(), hostname.to_string()),
         ("DCGM_FI_DRIVER_VERSION".into(), driver_version.to_string()),
-        ("container".into(), String::new()),
+        ("container".into(), container),
         ("namespace".into(), namespace),
         ("pod".into(), pod),
         ("capstan_job".into(), job),
         ("capstan_replica".into(), replica),
     ];
-    if view.job.is_none() {
+    if view.job.is_none() && view.pod.is_none() {
         if let Some(r) = view.reading.filter(|r| !r.processes.is_empty()) {
             let pids: Vec<String> = r.processes.iter().map(|p| p.pid.to_string()).collect();
             l.push(("pid".into(), pids.join(",")));
@@ -232,8 +241,9 @@ mod tests {
                     health: GpuHealth::default(),
                     last_xid: 0,
                     job: Some(&job),
+                    pod: None,
                 },
-                GpuView { info: &gpus[1], reading: Some(&r1), health: unhealthy, last_xid: 79, job: None },
+                GpuView { info: &gpus[1], reading: Some(&r1), health: unhealthy, last_xid: 79, job: None, pod: None },
             ],
             counters: AgentCounters { dropped_samples: 3, ..AgentCounters::default() },
         };
@@ -265,5 +275,50 @@ mod tests {
             && l.ends_with(" 0.0")));
         assert!(text.contains("capstan_agent_samples_dropped_total 3"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn kubernetes_pods_give_namespace_pod_and_container() {
+        let gpus = parse_simulate_spec("1").unwrap();
+        let r0 = GpuReading { index: 0, gpu_util: Some(50.0), ..GpuReading::default() };
+        let job = JobRef {
+            namespace: "ml".into(),
+            name: "llm".into(),
+            uid: "u".into(),
+            replica: 3,
+            attempt: 2,
+            run_id: None,
+        };
+        let pod = PodContainer {
+            uid: "p".into(),
+            namespace: "ml".into(),
+            pod: "llm-2-3".into(),
+            container: "trainer".into(),
+            job: Some(job.clone()),
+        };
+        let view = View {
+            hostname: "n",
+            driver_version: "",
+            gpus: vec![GpuView {
+                info: &gpus[0],
+                reading: Some(&r0),
+                health: GpuHealth::default(),
+                last_xid: 0,
+                job: Some(&job),
+                pod: Some(&pod),
+            }],
+            counters: AgentCounters::default(),
+        };
+        let text = render(&view);
+        let line = text.lines().find(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{")).expect(&text);
+        for want in [
+            "namespace=\"ml\"",
+            "pod=\"llm-2-3\"",
+            "container=\"trainer\"",
+            "capstan_job=\"llm\"",
+            "capstan_replica=\"3\"",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
     }
 }

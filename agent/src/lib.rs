@@ -11,6 +11,7 @@
 //! ([`telemetry`]), judges their health ([`health`]), serves them as Prometheus text with
 //! dcgm-exporter's names ([`exporter`]) and pushes them to the server ([`push`]).
 
+pub mod attribution;
 pub mod container;
 pub mod exporter;
 pub mod gpu;
@@ -65,6 +66,9 @@ pub enum AgentError {
     /// without image), a `--simulate-gpus` spec that does not parse, a fault for a real GPU.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The kubelet's pod-resources API could not be asked, or answered something unreadable.
+    #[error("kubelet pod-resources API: {0}")]
+    PodResources(String),
 }
 
 /// Everything needed to start one replica.

@@ -1,5 +1,6 @@
 //! GPU telemetry of a node: sample the [`GpuSource`] every interval (1 s by default), tie each
-//! GPU to the replica the agent placed on it, judge health ([`crate::health`]), serve the
+//! GPU to the replica the agent placed on it (or, on Kubernetes, to the pods
+//! [`crate::attribution`] found: [`Telemetry::set_pod_attributions`]), judge health ([`crate::health`]), serve the
 //! latest readings as Prometheus text ([`Telemetry::render_metrics`]), turn them into the
 //! runs' system metrics (MLflow's names: `system/gpu_0_utilization_percentage`, ...) and
 //! push everything to the server in batches through a bounded [`Outbox`].
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::attribution::Attribution;
 use crate::exporter::{self, AgentCounters, GpuView};
 use crate::gpu::{self, Fault, GpuInfo, GpuLoad, GpuSource, SourceKind};
 use crate::health::{self, GpuHealth, HealthPolicy, HealthTracker};
@@ -89,6 +91,11 @@ struct State {
     push_failures: u64,
     windows: HashMap<(String, u32), Window>,
     window_start_ms: Option<i64>,
+    /// On Kubernetes: the pods using the GPUs ([`crate::attribution`]), set by the kube
+    /// adapter.
+    pods: Vec<Attribution>,
+    /// When each pod (uid) was first attributed, ms since the epoch.
+    pod_seen: HashMap<String, i64>,
 }
 
 /// The telemetry of one node.
@@ -187,6 +194,8 @@ impl Telemetry {
                 push_failures: 0,
                 windows: HashMap::new(),
                 window_start_ms: None,
+                pods: Vec::new(),
+                pod_seen: HashMap::new(),
             }),
             health_path,
             placements_path,
@@ -309,6 +318,24 @@ impl Telemetry {
         self.save_placements(&all);
     }
 
+    /// On Kubernetes: which pods use which GPUs now (from [`crate::attribution`]). Their GPUs
+    /// get the pods' `namespace`, `pod`, `container` labels, a TrainingJob pod's job labels
+    /// and run metrics, and (simulated GPUs) the load of a running replica.
+    pub fn set_pod_attributions(&self, pods: Vec<Attribution>) {
+        let now = now_ms();
+        let mut st = lock(&self.state);
+        st.pod_seen.retain(|uid, _| pods.iter().any(|a| &a.container.uid == uid));
+        for a in &pods {
+            st.pod_seen.entry(a.container.uid.clone()).or_insert(now);
+        }
+        st.pods = pods;
+    }
+
+    /// What [`Telemetry::set_pod_attributions`] last set.
+    pub fn pod_attributions(&self) -> Vec<Attribution> {
+        lock(&self.state).pods.clone()
+    }
+
     /// Forget what `handle` held (stopped or cleaned up).
     pub fn released(&self, handle: &ReplicaHandle) {
         let mut st = lock(&self.state);
@@ -349,9 +376,12 @@ impl Telemetry {
     /// Read every GPU once: readings, events, health, attribution, outbox, system metrics.
     /// Blocking (NVML calls): run it off the async workers.
     pub fn tick(&self, now_ms: i64) {
-        let placements = lock(&self.state).placements.clone();
+        let (placements, pods, pod_seen) = {
+            let st = lock(&self.state);
+            (st.placements.clone(), st.pods.clone(), st.pod_seen.clone())
+        };
         let assigned = Self::assignments(&placements);
-        let loads: Vec<GpuLoad> = assigned
+        let mut loads: Vec<GpuLoad> = assigned
             .iter()
             .map(|(&index, p)| GpuLoad {
                 index,
@@ -363,13 +393,29 @@ impl Telemetry {
                 },
             })
             .collect();
+        // Kubernetes pods on GPUs the agent did not place anything on, since the agent first
+        // saw them there.
+        let pod_gpus = crate::attribution::by_gpu(&pods);
+        let seen = |a: &Attribution| pod_seen.get(&a.container.uid).copied().unwrap_or(now_ms);
+        for (&index, list) in &pod_gpus {
+            if !assigned.contains_key(&index) {
+                let since_ms = list.iter().map(|a| seen(a)).min().unwrap_or(now_ms);
+                loads.push(GpuLoad { index, replicas: list.len() as u32, since_ms, pids: Vec::new() });
+            }
+        }
         let (readings, events) = {
             let mut source = lock(&self.source);
             let readings = source.sample(&loads, now_ms);
             (readings, source.events())
         };
-        let jobs: BTreeMap<u32, (Arc<JobRef>, i64)> =
+        let mut jobs: BTreeMap<u32, (Arc<JobRef>, i64)> =
             assigned.iter().map(|(&i, p)| (i, (Arc::new(p.job.clone()), p.placed_ms))).collect();
+        for (&i, list) in &pod_gpus {
+            if let Some(a) = list.iter().find(|a| a.container.job.is_some()) {
+                let job = a.container.job.clone().expect("found with a job");
+                jobs.entry(i).or_insert_with(|| (Arc::new(job), seen(a)));
+            }
+        }
 
         let mut st = lock(&self.state);
         let mut transitions = Vec::new();
@@ -564,17 +610,20 @@ impl Telemetry {
             push_failures: st.push_failures,
             buffered_samples: st.outbox.len() as u64,
         };
+        let pods = crate::attribution::by_gpu(&st.pods);
         let gpus: Vec<GpuView> = self
             .gpus
             .iter()
             .map(|g| {
                 let rec = st.latest.iter().find(|r| r.reading.index == g.index);
+                let pod = pods.get(&g.index).and_then(|l| l.first()).map(|a| &a.container);
                 GpuView {
                     info: g,
                     reading: rec.map(|r| &r.reading),
                     health: st.tracker.health(g.index),
                     last_xid: st.last_xid.get(&g.index).copied().unwrap_or(0),
-                    job: rec.and_then(|r| r.job.as_deref()),
+                    job: rec.and_then(|r| r.job.as_deref()).or(pod.and_then(|p| p.job.as_ref())),
+                    pod,
                 }
             })
             .collect();
@@ -719,6 +768,55 @@ mod tests {
         tel.released(&me());
         tel.tick(t0 + 20_000);
         assert!(tel.latest().iter().all(|r| r.job.is_none()));
+    }
+
+    #[test]
+    fn kubernetes_pods_label_their_gpus_load_them_and_feed_their_runs() {
+        use crate::attribution::{Attribution, PodContainer, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let config = TelemetryConfig { system_metrics_interval: Duration::from_secs(10), ..TelemetryConfig::default() };
+        let tel = telemetry(dir.path(), "4", config);
+        let job = JobRef {
+            namespace: "ml".into(),
+            name: "llm".into(),
+            uid: "j".into(),
+            replica: 0,
+            attempt: 1,
+            run_id: Some("run-k".into()),
+        };
+        tel.set_pod_attributions(vec![Attribution {
+            container: PodContainer {
+                uid: "p".into(),
+                namespace: "ml".into(),
+                pod: "llm-1-0".into(),
+                container: "trainer".into(),
+                job: Some(job),
+            },
+            gpus: vec![1, 2],
+            source: Source::Simulated,
+        }]);
+        let t0 = now_ms();
+        for t in 0..=40 {
+            tel.tick(t0 + t * 1000);
+        }
+        let latest = tel.latest();
+        assert_eq!(latest[1].job.as_ref().unwrap().name, "llm");
+        assert!(latest[0].job.is_none() && latest[3].job.is_none());
+        assert!(latest[2].reading.gpu_util.unwrap() > 30.0, "{:?}", latest[2].reading);
+        assert_eq!(latest[0].reading.gpu_util, Some(0.0));
+        let text = tel.render_metrics();
+        let line = text.lines().find(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{gpu=\"2\"")).unwrap();
+        assert!(line.contains("pod=\"llm-1-0\"") && line.contains("container=\"trainer\""), "{line}");
+        let (batch, _) = tel.next_batch();
+        assert!(batch
+            .run_metrics
+            .iter()
+            .any(|m| m.run_id == "run-k" && m.key == "system/gpu_1_utilization_percentage"));
+        // The pod is gone: its GPUs are idle and unlabelled again.
+        tel.set_pod_attributions(Vec::new());
+        tel.tick(t0 + 41_000);
+        assert!(tel.latest().iter().all(|r| r.job.is_none()));
+        assert!(!tel.render_metrics().contains("llm-1-0"));
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct AgentArgs {
     /// Kubeconfig for --kubernetes (default: in-cluster, $KUBECONFIG, ~/.kube/config).
     #[arg(long, requires = "kubernetes")]
     kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: the kubelet's pod-resources socket, which says which pod got which
+    /// GPU (without it: NVML's processes and their cgroups; simulated GPUs: a simulated
+    /// device plugin).
+    #[arg(long, env = "CAPSTAN_POD_RESOURCES_SOCKET", default_value = capstan_agent::attribution::podresources::KUBELET_SOCKET)]
+    pod_resources_socket: PathBuf,
 }
 
 /// "1s", "500ms", "2m", "1h", or a bare number of seconds; 100 ms to 1 h.
@@ -188,7 +193,13 @@ pub async fn run(args: AgentArgs, server: &str, token: Option<String>) -> Result
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = crate::controller::client(args.kubeconfig.as_ref()).await?;
         println!("marking Kubernetes node {node} with its GPUs' labels and health");
-        Some(tokio::spawn(crate::node_marker::run(client, node.clone(), tel.clone(), stop_rx.clone())))
+        Some(tokio::spawn(crate::node_marker::run(
+            client,
+            node.clone(),
+            tel.clone(),
+            args.pod_resources_socket.clone(),
+            stop_rx.clone(),
+        )))
     } else {
         None
     };

@@ -11,8 +11,9 @@
 //!   (`checkpoint.resume: Latest` sets `CAPSTAN_RESUME_FROM`).
 //!
 //! Pure functions over values; the standalone controller calls them each pass. On Kubernetes
-//! the same verdict will become a node condition, a taint and GPU feature discovery labels
-//! (the Kubernetes controller's issue).
+//! the agent writes the verdict on its Node (annotation, condition, taint, GPU Feature
+//! Discovery labels) and on the pods using a bad GPU; `k8s::gpu_health` evicts their gangs
+//! with the same [`REASON`].
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -11,8 +11,11 @@
 //! write the status once per pass with server-side apply (field manager
 //! [`FIELD_MANAGER`]). [`error_policy`] logs a failed job pass; the next pass retries.
 //! A finalizer makes deletion stop every pod before the job goes. Only the holder of the
-//! [`leader`] Lease runs passes.
+//! [`leader`] Lease runs passes. A gang with a pod the node agent marked as using an
+//! unhealthy GPU is evicted ([`gpu_health`]: `GpuUnhealthy`, not counted against
+//! backoffLimit) and placed again on healthy GPUs.
 
+pub mod gpu_health;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
@@ -366,7 +369,16 @@ pub async fn reconcile_all(ctx: &Context) -> Result<(), Error> {
     let classes = ctx.priority_classes.state();
     let prio = |s: &capstan_crds::TrainingJobSpec| priority_of(&classes, s);
     let snapshot = scheduling::snapshot_of(nodes, &queues, &views, &prio, now);
-    let decisions = scheduling::decide(&snapshot);
+    let mut decisions = scheduling::decide(&snapshot);
+    // Gangs with a pod the agent marked as using an unhealthy GPU: evicted (GpuUnhealthy).
+    let no_pods: Vec<Arc<Pod>> = Vec::new();
+    let uids: Vec<String> = jobs.iter().map(|j| j.uid().unwrap_or_default()).collect();
+    gpu_health::evict_marked(
+        &mut decisions,
+        uids.iter()
+            .zip(&statuses)
+            .map(|(uid, st)| (uid.as_str(), st, pods_by_job.get(uid).map(Vec::as_slice).unwrap_or(no_pods.as_slice()))),
+    );
     ctx.metrics.observe_jobs(&statuses);
 
     // Each job's pass, several at once.

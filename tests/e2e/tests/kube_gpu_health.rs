@@ -1,0 +1,463 @@
+//! GPU health that acts on Kubernetes, against the real control plane of tests/cluster/
+//! (etcd, kube-apiserver 1.34, kwok playing the kubelets of fake 8-GPU nodes).
+//!
+//! `capstan agent --kubernetes --simulate-gpus 8` runs for the kwok node a TrainingJob's pod
+//! landed on, with the permissions of the Helm chart's agent ServiceAccount (impersonated),
+//! next to `capstan controller` with the chart's controller ServiceAccount. kwok has no kubelet,
+//! hence no pod-resources API: the agent's simulated device plugin gives the node's pods their
+//! GPUs (first free healthy indices in creation order), which is what lets this suite inject
+//! an XID into the very GPU a pod got. The kubelet pod-resources client and the cgroup fallback
+//! are unit-tested in `capstan_agent::attribution` (no real kubelet runs here).
+//!
+//! Behind the `cluster` feature (scripts/test.sh turns it on); fails, never skips, without
+//! the control plane:
+//!
+//!     eval "$(tests/cluster/up.sh /tmp/capstan-cluster)"
+//!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --features cluster --test kube_gpu_health
+#![cfg(feature = "cluster")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{capstan_bin, unique_name, workspace_root, Capstan};
+use serde_json::Value;
+
+const CHART_NS: &str = "capstan-system";
+const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
+const AGENT_SA: &str = "system:serviceaccount:capstan-system:capstan-agent";
+
+fn kubeconfig() -> PathBuf {
+    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
+        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
+    });
+    PathBuf::from(k)
+}
+
+fn tool(name: &str) -> PathBuf {
+    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
+    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
+    bin
+}
+
+fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(tool(name));
+    cmd.env("KUBECONFIG", kubeconfig()).args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    run_tool("kubectl", args, None)
+}
+
+fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let o = run_tool("kubectl", args, stdin);
+    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn get_json(args: &[&str]) -> Option<Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let o = kubectl(&a);
+    if !o.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&o.stdout).ok()
+}
+
+/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and what
+/// `describe` shows. (A guard against hanging, not a timing assertion.)
+fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out waiting for {what}\n{}", describe());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The CRDs and the chart's RBAC for the controller and the agent; kubeconfigs that
+/// impersonate their ServiceAccounts: (controller's, agent's).
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let crds = workspace_root().join("helm/capstan/crds");
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
+    kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "crd/trainingjobs.capstan.dev"], None);
+    let _ = kubectl(&["create", "namespace", CHART_NS]);
+    let chart = workspace_root().join("helm/capstan");
+    let o = run_tool(
+        "helm",
+        &[
+            "template",
+            "capstan",
+            chart.to_str().unwrap(),
+            "--namespace",
+            CHART_NS,
+            "--show-only",
+            "templates/controller.yaml",
+            "--show-only",
+            "templates/agent.yaml",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "helm template failed:\n{}", text(&o));
+    let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .split("\n---")
+        .filter(|d| !d.contains("kind: Deployment") && !d.contains("kind: DaemonSet"))
+        .collect();
+    kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+    let kc = std::fs::read_to_string(kubeconfig()).unwrap();
+    assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
+    let controller = dir.join("kubeconfig-controller");
+    let agent = dir.join("kubeconfig-agent");
+    std::fs::write(&controller, kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "))).unwrap();
+    std::fs::write(&agent, kc.replace("    token: ", &format!("    as: {AGENT_SA}\n    token: "))).unwrap();
+    let can = |verb: &str, res: &str| {
+        let o = Command::new(tool("kubectl"))
+            .env("KUBECONFIG", &agent)
+            .args(["auth", "can-i", verb, res, "-A"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim() == "yes"
+    };
+    assert!(can("patch", "pods"), "the chart lets the agent mark pods");
+    assert!(!can("delete", "pods"), "the chart must not let the agent delete pods");
+    (controller, agent)
+}
+
+/// A child process killed (and waited for) on drop.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// On drop: the node loses what the agent wrote on it (the agent is gone by then), and the
+/// test's namespace goes (while its controller still runs, which removes the finalizers).
+struct Cleanup {
+    ns: String,
+    node: Option<String>,
+    controller: Option<Kill>,
+    agent: Option<Kill>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        if let Some(node) = &self.node {
+            let _ = kubectl(&["annotate", "node", node, "capstan.dev/unhealthy-gpus-"]);
+            let _ = kubectl(&["taint", "node", node, "capstan.dev/gpu-unhealthy-"]);
+        }
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
+        drop(self.controller.take());
+    }
+}
+
+fn job_yaml(name: &str, replicas: u32, gpus: u32) -> String {
+    format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: {name}\nspec:\n  image: trainer:1\n  replicas: {replicas}\n  gpusPerReplica: {gpus}\n  command: [\"python\", \"train.py\"]\n  runPolicy: {{backoffLimit: 0}}\n  checkpoint: {{uri: \"s3://ckpt/{name}\", resume: latest}}\n"
+    )
+}
+
+/// Every JSON document of a `kubectl get -w -o json` output so far.
+fn watched(path: &Path) -> Vec<Value> {
+    let t = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::Deserializer::from_str(&t).into_iter::<Value>().map_while(Result::ok).collect()
+}
+
+/// `kubectl get -w -o json ARGS` writing to `path`.
+fn watch(args: &[&str], path: &Path) -> Kill {
+    let out = std::fs::File::create(path).unwrap();
+    let mut a = vec!["get", "-w", "-o", "json"];
+    a.extend_from_slice(args);
+    Kill(
+        Command::new(tool("kubectl"))
+            .env("KUBECONFIG", kubeconfig())
+            .args(&a)
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kubectl get -w"),
+    )
+}
+
+/// The GPUs (index) whose series carry `pod="<pod>"` in the agent's /metrics.
+fn gpus_of_pod(metrics: &str, pod: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = metrics
+        .lines()
+        .filter(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{") && l.contains(&format!("pod=\"{pod}\"")))
+        .filter_map(|l| l.split("gpu=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_an_xid_13_does_not() {
+    let capstan = Capstan::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller_kc, agent_kc) = setup(dir.path());
+    let ns = unique_name("kc-gpu-health");
+    kubectl_ok(&["create", "namespace", &ns], None);
+    let controller_log = dir.path().join("controller.log");
+    let log = std::fs::File::create(&controller_log).unwrap();
+    let controller = Kill(
+        Command::new(capstan_bin())
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(&controller_kc)
+            .args(["--watch-namespace", &ns])
+            .args(["--leader-election-namespace", CHART_NS])
+            .args(["--leader-election-lease", &format!("lease-{ns}")])
+            .args(["--identity", &format!("{ns}-0")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env_remove("KUBECONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn capstan controller"),
+    );
+    let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: Some(controller), agent: None };
+    let describe = || {
+        let d = kubectl(&["describe", "trainingjob", "-n", &ns]);
+        let p = kubectl(&["get", "pods", "-n", &ns, "-o", "wide"]);
+        let log = std::fs::read_to_string(&controller_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let agent = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+        let atail: Vec<&str> = agent.lines().rev().take(30).collect();
+        format!(
+            "{}\n{}\ncontroller log (tail):\n{}\nagent log (tail):\n{}",
+            text(&d),
+            text(&p),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            atail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    };
+    let running_pod = |name: &str| {
+        get_json(&["pod", name, "-n", &ns])
+            .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+    };
+
+    // One replica of 4 GPUs, backoffLimit 0: a counted restart would fail the job.
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&job_yaml("train", 1, 4)));
+    let first = wait_for(Duration::from_secs(90), "train-1-0 to run", || running_pod("train-1-0"), describe);
+    let node = first["spec"]["nodeName"].as_str().expect("bound to a node").to_string();
+    assert!(node.starts_with("gpu-node-"), "{first}");
+    cleanup.node = Some(node.clone());
+
+    // The agent of that node, as the chart's agent ServiceAccount.
+    let agent_log = dir.path().join("agent.log");
+    let alog = std::fs::File::create(&agent_log).unwrap();
+    cleanup.agent = Some(Kill(
+        Command::new(capstan_bin())
+            .args(["agent", "--server", capstan.url(), "--simulate-gpus", "8", "--node-name", &node])
+            .args(["--push-interval", "1s", "--metrics-listen", "127.0.0.1:0", "--kubernetes", "--kubeconfig"])
+            .arg(&agent_kc)
+            .arg("--data-dir")
+            .arg(dir.path().join("agent-state"))
+            .arg("--pod-resources-socket")
+            .arg(dir.path().join("no-kubelet-here.sock"))
+            .env_remove("KUBECONFIG")
+            .stdout(alog.try_clone().unwrap())
+            .stderr(alog)
+            .spawn()
+            .expect("spawn capstan agent"),
+    ));
+    let metrics_url = wait_for(
+        Duration::from_secs(60),
+        "the agent's metrics address",
+        || {
+            let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+            log.lines().find_map(|l| l.strip_prefix("Prometheus metrics at ").map(|u| u.trim().to_string()))
+        },
+        describe,
+    );
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+
+    // Attribution: the simulated device plugin gave the pod 4 GPUs; /metrics says which, with
+    // the pod's namespace, name, container and job.
+    let (gpus, text0) = wait_for(
+        Duration::from_secs(60),
+        "the pod's GPUs in the agent's /metrics",
+        || {
+            let m = metrics();
+            let g = gpus_of_pod(&m, "train-1-0");
+            (g.len() == 4).then_some((g, m))
+        },
+        describe,
+    );
+    assert_eq!(gpus, [0, 1, 2, 3], "first free indices: {text0}");
+    let line =
+        text0.lines().find(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{") && l.contains("pod=\"train-1-0\"")).unwrap();
+    for want in [
+        format!("namespace=\"{ns}\""),
+        "container=\"trainer\"".into(),
+        "capstan_job=\"train\"".into(),
+        "simulated=\"true\"".into(),
+    ] {
+        assert!(line.contains(&want), "{want} missing in {line}");
+    }
+    let g = gpus[1];
+    let idle = 7;
+
+    // An application XID 13 on the pod's GPU, then a critical XID 79 on an idle GPU: once the
+    // node shows the idle GPU unhealthy, the agent has seen both (pods are marked before the
+    // node is written), and the pod is not marked.
+    let fault = |gpu: u32, xid: u64| {
+        let url = format!("{}/api/v1/nodes/{node}/gpus/{gpu}/faults", capstan.url());
+        wait_for(
+            Duration::from_secs(30),
+            "the server to take the fault",
+            || http.post(&url).json(&serde_json::json!({ "xid": xid })).send().ok().filter(|r| r.status().is_success()),
+            describe,
+        );
+    };
+    fault(g, 13);
+    fault(idle, 79);
+    wait_for(
+        Duration::from_secs(60),
+        "the idle GPU's verdict on the node",
+        || {
+            let n = get_json(&["node", &node])?;
+            (n["metadata"]["annotations"]["capstan.dev/unhealthy-gpus"] == idle.to_string().as_str()).then_some(())
+        },
+        describe,
+    );
+    let m = metrics();
+    assert!(
+        m.lines().any(|l| l.starts_with(&format!("DCGM_FI_DEV_XID_ERRORS{{gpu=\"{g}\"")) && l.ends_with(" 13.0")),
+        "the agent saw XID 13 on GPU {g}:\n{m}"
+    );
+    let pod = running_pod("train-1-0").expect("XID 13 leaves the pod running");
+    assert!(pod["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].is_null(), "XID 13 marks nothing: {pod}");
+    // A later pass of the controller (it admits another job) left the gang alone.
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&job_yaml("probe", 1, 1)));
+    wait_for(Duration::from_secs(90), "probe-1-0 to run", || running_pod("probe-1-0"), describe);
+    let job = get_json(&["trainingjob", "train", "-n", &ns]).unwrap();
+    assert_eq!(job["status"]["phase"], "Running", "{job}");
+    assert_eq!(job["status"]["attempt"], 1, "{job}");
+    assert!(job["status"]["uncountedRestarts"].as_u64().unwrap_or(0) == 0, "{job}");
+    assert!(running_pod("train-1-0").is_some(), "{}", describe());
+
+    // XID 79 on the pod's GPU: the pod is marked, the gang evicted (GpuUnhealthy), requeued and
+    // placed again, never on GPU g; the restart does not count (backoffLimit 0 and still running).
+    let job_watch = dir.path().join("job-watch.json");
+    let pod_watch = dir.path().join("pod-watch.json");
+    let _w1 = watch(&["trainingjob", "train", "-n", &ns], &job_watch);
+    let _w2 = watch(&["pods", "-n", &ns], &pod_watch);
+    // The watches have started once they printed the current objects.
+    wait_for(
+        Duration::from_secs(30),
+        "the watches to start",
+        || (!watched(&job_watch).is_empty() && !watched(&pod_watch).is_empty()).then_some(()),
+        describe,
+    );
+    fault(g, 79);
+    let second = wait_for(Duration::from_secs(120), "train-2-0 to run", || running_pod("train-2-0"), describe);
+    let job = wait_for(
+        Duration::from_secs(60),
+        "train to run its second attempt",
+        || get_json(&["trainingjob", "train", "-n", &ns]).filter(|j| j["status"]["phase"] == "Running"),
+        describe,
+    );
+    assert_eq!(job["status"]["attempt"], 2, "{job}");
+    assert_eq!(job["status"]["restarts"].as_u64().unwrap_or(0), 0, "not counted against backoffLimit: {job}");
+    assert_eq!(job["status"]["uncountedRestarts"], 1, "{job}");
+
+    // The agent marked the pod, naming the GPU and the XID.
+    let marks: Vec<String> = watched(&pod_watch)
+        .iter()
+        .filter(|p| p["metadata"]["name"] == "train-1-0")
+        .filter_map(|p| p["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        marks.iter().any(|m| m.starts_with(&format!("GPU {g} (GPU-sim-{node}-{g}): XidError")) && m.contains("79")),
+        "{marks:?}"
+    );
+    // The job's status said why while it was evicted: the eviction, a Preempted condition
+    // with reason GpuUnhealthy, then Pending with that reason.
+    let seen = watched(&job_watch);
+    let evicting = seen
+        .iter()
+        .find(|j| j["status"]["eviction"]["reason"] == "GpuUnhealthy")
+        .unwrap_or_else(|| panic!("no status with the eviction among {} versions: {seen:?}", seen.len()));
+    let msg = evicting["status"]["eviction"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("train-1-0") && msg.contains(&format!("GPU {g}")) && msg.contains("79"), "{msg}");
+    let cond = evicting["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Preempted"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("True"), Some("GpuUnhealthy")), "{evicting}");
+    assert!(
+        seen.iter().any(|j| j["status"]["phase"] == "Pending"
+            && j["status"]["message"].as_str().is_some_and(|m| m.contains("requeued"))),
+        "requeued: {seen:?}"
+    );
+    let events =
+        kubectl_ok(&["get", "events", "-n", &ns, "--field-selector", "reason=GpuUnhealthy", "-o", "json"], None);
+    assert!(events.contains(&format!("GPU {g}")), "a GpuUnhealthy event naming GPU {g}: {events}");
+
+    // Placed again on healthy GPUs: on this node, the agent's device plugin never gives GPU g
+    // (nor the idle one it also marked); elsewhere, another node.
+    let node2 = second["spec"]["nodeName"].as_str().unwrap().to_string();
+    if node2 == node {
+        let again = wait_for(
+            Duration::from_secs(60),
+            "the new pod's GPUs in /metrics",
+            || {
+                let g2 = gpus_of_pod(&metrics(), "train-2-0");
+                (g2.len() == 4).then_some(g2)
+            },
+            describe,
+        );
+        assert!(!again.contains(&g) && !again.contains(&idle), "placed on an unhealthy GPU: {again:?}");
+        eprintln!("second pod's GPUs on {node}: {again:?}");
+        let pod = running_pod("train-2-0").unwrap();
+        assert!(pod["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].is_null(), "{pod}");
+    }
+    eprintln!("first pod on {node} GPUs {gpus:?} (XID 79 on GPU {g}); second pod on {node2}");
+    // A restart from the checkpoint.
+    let env = &second["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().is_some_and(|e| e.iter().any(|v| v["name"] == "CAPSTAN_RESUME_FROM")),
+        "resumes from its checkpoint: {env}"
+    );
+
+    // Cleared again: the node's annotation empties (then the agent goes).
+    for gpu in [g, idle] {
+        let r = http.delete(format!("{}/api/v1/nodes/{node}/gpus/{gpu}/health", capstan.url())).send().unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "the node to be clear again",
+        || {
+            let n = get_json(&["node", &node])?;
+            (n["metadata"]["annotations"]["capstan.dev/unhealthy-gpus"] == "").then_some(())
+        },
+        describe,
+    );
+}
