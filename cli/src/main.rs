@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod controller;
+mod kube_resources;
 mod kube_triggers;
 mod node_marker;
 mod pipelines;

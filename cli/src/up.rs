@@ -59,14 +59,17 @@ pub struct ServerCommandArgs {
     server: ServerArgs,
     /// Pipeline triggers on Kubernetes: webhooks and `capstan pipeline run` read the cluster's
     /// Pipeline objects and Secrets and create PipelineRun objects (reconciled by `capstan
-    /// controller`) instead of rows in the server's store. Uses --kubeconfig, else the
-    /// in-cluster service account, $KUBECONFIG or ~/.kube/config.
+    /// controller`) instead of rows in the server's store. The web UI and the resource API
+    /// read TrainingJobs, Queues, ModelDeployments, Pipelines, PipelineRuns, their events and
+    /// the pods' logs from the cluster (apply and delete there are refused: use kubectl).
+    /// Uses --kubeconfig, else the in-cluster service account, $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "CAPSTAN_KUBERNETES")]
     kubernetes: bool,
     /// Kubeconfig for --kubernetes.
     #[arg(long, requires = "kubernetes", value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
-    /// With --kubernetes: only this namespace's Pipelines start runs (default: every namespace).
+    /// With --kubernetes: only this namespace's Pipelines start runs, and only its objects
+    /// show in the UI (Queues, cluster-scoped, always show) (default: every namespace).
     #[arg(long, requires = "kubernetes", value_name = "NAMESPACE")]
     pipelines_namespace: Option<String>,
 }
@@ -158,12 +161,16 @@ pub async fn server(args: ServerCommandArgs) -> Result<i32> {
         // kube's rustls and object_store's share one crypto provider: aws-lc-rs.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = crate::controller::client(args.kubeconfig.as_ref()).await?;
-        let cluster = crate::kube_triggers::KubePipelines::new(client, args.pipelines_namespace.clone());
+        let cluster = crate::kube_triggers::KubePipelines::new(client.clone(), args.pipelines_namespace.clone());
         cluster.check().await.context(
             "--kubernetes: cannot list the cluster's Pipelines (are the capstan.dev CRDs installed, and may this \
              ServiceAccount list pipelines.capstan.dev?)",
         )?;
         routes = capstan_server::webhooks::on_cluster(routes, Arc::new(cluster));
+        // The web UI's jobs, queues, deployments and pipelines, the resource API's reads and
+        // the replicas' logs come from the cluster too (apply and delete are refused).
+        let view = crate::kube_resources::KubeResources::new(client, args.pipelines_namespace.clone());
+        routes = capstan_server::resources::on_cluster_resources(routes, Arc::new(view));
         let scope = args.pipelines_namespace.as_deref().unwrap_or("every namespace");
         println!("Pipeline triggers run on Kubernetes: Pipelines of {scope}, runs as PipelineRun objects");
     }

@@ -355,6 +355,12 @@ fn err(e: capstan_store::StoreError) -> ServerFnError {
     reject(status, e.to_string())
 }
 
+/// A failed read of resources (store or cluster) as a response.
+#[cfg(feature = "ssr")]
+fn read_err(e: crate::cluster::ReadError) -> ServerFnError {
+    reject(e.status(), e.to_string())
+}
+
 #[cfg(feature = "ssr")]
 fn exp_row(e: capstan_store::ExperimentRecord) -> ExperimentRow {
     ExperimentRow {
@@ -758,19 +764,19 @@ fn job_row(r: &capstan_store::StoredResource) -> JobRow {
 pub async fn list_jobs() -> Result<JobsData, ServerFnError> {
     use serde_json::Value as V;
     let st = state()?;
-    let mut jobs: Vec<JobRow> =
-        st.store.list_resources("TrainingJob", None).await.map_err(err)?.iter().map(job_row).collect();
+    let view = crate::cluster::cluster_of_request();
+    let res = crate::cluster::Resources::of(&st.store, view.as_ref());
+    let mut jobs: Vec<JobRow> = res.list("TrainingJob", None).await.map_err(read_err)?.iter().map(job_row).collect();
     jobs.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
     let counts = |v: Option<&V>| -> Vec<(String, u64)> {
         v.and_then(V::as_object)
             .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
             .unwrap_or_default()
     };
-    let queues = st
-        .store
-        .list_resources("Queue", None)
+    let queues = res
+        .list("Queue", None)
         .await
-        .map_err(err)?
+        .map_err(read_err)?
         .iter()
         .map(|q| {
             let mut quota = Vec::new();
@@ -803,11 +809,12 @@ pub async fn list_jobs() -> Result<JobsData, ServerFnError> {
 pub async fn load_job(namespace: String, name: String) -> Result<JobDetail, ServerFnError> {
     use serde_json::Value as V;
     let st = state()?;
-    let r = st
-        .store
-        .get_resource("TrainingJob", &namespace, &name)
+    let view = crate::cluster::cluster_of_request();
+    let res = crate::cluster::Resources::of(&st.store, view.as_ref());
+    let r = res
+        .get("TrainingJob", &namespace, &name)
         .await
-        .map_err(err)?
+        .map_err(read_err)?
         .ok_or_else(|| reject(404, format!("TrainingJob {namespace}/{name} does not exist")))?;
     let s = |v: &V, k: &str| v.get(k).and_then(V::as_str).unwrap_or_default().to_string();
     let replicas = r
@@ -837,11 +844,10 @@ pub async fn load_job(namespace: String, name: String) -> Result<JobDetail, Serv
         .and_then(V::as_array)
         .map(|a| a.iter().map(|c| (s(c, "type"), s(c, "status"), s(c, "reason"), s(c, "message"))).collect())
         .unwrap_or_default();
-    let events = st
-        .store
-        .list_events(&r.uid)
+    let events = res
+        .events(&r)
         .await
-        .map_err(err)?
+        .map_err(read_err)?
         .into_iter()
         .map(|e| EventRow {
             type_: e.type_,

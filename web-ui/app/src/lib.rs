@@ -9,6 +9,8 @@
 pub mod api;
 pub mod app;
 pub mod assets;
+#[cfg(feature = "ssr")]
+pub mod cluster;
 pub mod lineage;
 pub mod logic;
 pub mod ops;

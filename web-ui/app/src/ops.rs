@@ -1,5 +1,6 @@
 //! What the deployments and pipelines pages show, and the server functions (under `/ui/fn/`)
-//! that read the stored ModelDeployment, Pipeline and PipelineRun objects for them.
+//! that read the ModelDeployment, Pipeline and PipelineRun objects for them (from the store,
+//! or on a cluster through `crate::cluster`, feature `ssr`).
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -266,14 +267,6 @@ mod imp {
         ServerFnError::new(message.into())
     }
 
-    pub(super) fn err(e: capstan_store::StoreError) -> ServerFnError {
-        let status = match &e {
-            capstan_store::StoreError::NotFound(_) => 404,
-            _ => 500,
-        };
-        reject(status, e.to_string())
-    }
-
     fn s(v: &V, k: &str) -> String {
         v.get(k).and_then(V::as_str).unwrap_or_default().to_string()
     }
@@ -294,12 +287,32 @@ mod imp {
             .unwrap_or_default()
     }
 
-    pub(super) async fn events(uid: &str) -> Result<Vec<EventRow>, ServerFnError> {
-        Ok(st()?
-            .store
-            .list_events(uid)
+    fn read_err(e: crate::cluster::ReadError) -> ServerFnError {
+        reject(e.status(), e.to_string())
+    }
+
+    /// Every object of `kind` (in `namespace`, or all), from the cluster of the request or
+    /// the store ([`crate::cluster::Resources`]).
+    pub(super) async fn list(kind: &str, namespace: Option<&str>) -> Result<Vec<StoredResource>, ServerFnError> {
+        let st = st()?;
+        let view = crate::cluster::cluster_of_request();
+        crate::cluster::Resources::of(&st.store, view.as_ref()).list(kind, namespace).await.map_err(read_err)
+    }
+
+    /// One object, from the cluster of the request or the store.
+    pub(super) async fn get(kind: &str, namespace: &str, name: &str) -> Result<Option<StoredResource>, ServerFnError> {
+        let st = st()?;
+        let view = crate::cluster::cluster_of_request();
+        crate::cluster::Resources::of(&st.store, view.as_ref()).get(kind, namespace, name).await.map_err(read_err)
+    }
+
+    pub(super) async fn events(object: &StoredResource) -> Result<Vec<EventRow>, ServerFnError> {
+        let st = st()?;
+        let view = crate::cluster::cluster_of_request();
+        Ok(crate::cluster::Resources::of(&st.store, view.as_ref())
+            .events(object)
             .await
-            .map_err(err)?
+            .map_err(read_err)?
             .into_iter()
             .map(|e| EventRow {
                 type_: e.type_,
@@ -500,15 +513,8 @@ mod imp {
 /// ModelDeployments, by namespace and name.
 #[server(prefix = "/ui/fn", endpoint = "deployments")]
 pub async fn list_deployments() -> Result<Vec<DeploymentRow>, ServerFnError> {
-    let st = imp::st()?;
-    let mut rows: Vec<DeploymentRow> = st
-        .store
-        .list_resources("ModelDeployment", None)
-        .await
-        .map_err(imp::err)?
-        .iter()
-        .map(imp::deployment_row)
-        .collect();
+    let mut rows: Vec<DeploymentRow> =
+        imp::list("ModelDeployment", None).await?.iter().map(imp::deployment_row).collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(rows)
 }
@@ -518,15 +524,11 @@ pub async fn list_deployments() -> Result<Vec<DeploymentRow>, ServerFnError> {
 #[server(prefix = "/ui/fn", endpoint = "deployment")]
 pub async fn load_deployment(namespace: String, name: String) -> Result<DeploymentDetail, ServerFnError> {
     use serde_json::Value as V;
-    let st = imp::st()?;
-    let r = st
-        .store
-        .get_resource("ModelDeployment", &namespace, &name)
-        .await
-        .map_err(imp::err)?
+    let r = imp::get("ModelDeployment", &namespace, &name)
+        .await?
         .ok_or_else(|| imp::reject(404, format!("ModelDeployment {namespace}/{name} does not exist")))?;
     let row = imp::deployment_row(&r);
-    let runs = st.store.list_resources("PipelineRun", None).await.map_err(imp::err)?;
+    let runs = imp::list("PipelineRun", None).await?;
     let made = crate::lineage::produced_versions(&imp::run_refs(&runs));
     let s = |v: &V, k: &str| v.get(k).and_then(V::as_str).unwrap_or_default().to_string();
     let u = |v: &V, k: &str| v.get(k).and_then(V::as_u64).unwrap_or(0);
@@ -588,24 +590,17 @@ pub async fn load_deployment(namespace: String, name: String) -> Result<Deployme
         versions,
         canary,
         conditions: imp::conditions(&r.status),
-        events: imp::events(&r.uid).await?,
+        events: imp::events(&r).await?,
     })
 }
 
 /// Pipelines with their triggers and latest run.
 #[server(prefix = "/ui/fn", endpoint = "pipelines")]
 pub async fn list_pipelines() -> Result<Vec<PipelineRow>, ServerFnError> {
-    let st = imp::st()?;
-    let mut runs = st.store.list_resources("PipelineRun", None).await.map_err(imp::err)?;
+    let mut runs = imp::list("PipelineRun", None).await?;
     imp::newest_first(&mut runs);
-    let mut rows: Vec<PipelineRow> = st
-        .store
-        .list_resources("Pipeline", None)
-        .await
-        .map_err(imp::err)?
-        .iter()
-        .map(|p| imp::pipeline_row(p, &runs))
-        .collect();
+    let mut rows: Vec<PipelineRow> =
+        imp::list("Pipeline", None).await?.iter().map(|p| imp::pipeline_row(p, &runs)).collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(rows)
 }
@@ -614,14 +609,10 @@ pub async fn list_pipelines() -> Result<Vec<PipelineRow>, ServerFnError> {
 #[server(prefix = "/ui/fn", endpoint = "pipeline")]
 pub async fn load_pipeline(namespace: String, name: String) -> Result<PipelineDetail, ServerFnError> {
     use serde_json::Value as V;
-    let st = imp::st()?;
-    let p = st
-        .store
-        .get_resource("Pipeline", &namespace, &name)
-        .await
-        .map_err(imp::err)?
+    let p = imp::get("Pipeline", &namespace, &name)
+        .await?
         .ok_or_else(|| imp::reject(404, format!("Pipeline {namespace}/{name} does not exist")))?;
-    let mut runs = st.store.list_resources("PipelineRun", Some(&namespace)).await.map_err(imp::err)?;
+    let mut runs = imp::list("PipelineRun", Some(&namespace)).await?;
     imp::newest_first(&mut runs);
     let s = |v: &V, k: &str| v.get(k).and_then(V::as_str).unwrap_or_default().to_string();
     let parameters = p
@@ -679,21 +670,17 @@ pub async fn load_pipeline(namespace: String, name: String) -> Result<PipelineDe
 #[server(prefix = "/ui/fn", endpoint = "pipelinerun")]
 pub async fn load_pipeline_run(namespace: String, name: String) -> Result<PipelineRunDetail, ServerFnError> {
     use serde_json::Value as V;
-    let st = imp::st()?;
-    let r = st
-        .store
-        .get_resource("PipelineRun", &namespace, &name)
-        .await
-        .map_err(imp::err)?
+    let r = imp::get("PipelineRun", &namespace, &name)
+        .await?
         .ok_or_else(|| imp::reject(404, format!("PipelineRun {namespace}/{name} does not exist")))?;
     let row = imp::run_row(&r);
-    let pipeline = st.store.get_resource("Pipeline", &namespace, &row.pipeline).await.map_err(imp::err)?;
+    let pipeline = imp::get("Pipeline", &namespace, &row.pipeline).await?;
     let specs = pipeline.as_ref().map(|p| imp::step_specs(&p.spec)).unwrap_or_default();
     let steps = imp::step_runs(&r.status, &specs);
     let mut deployments_found = Vec::new();
     for step in &steps {
         if let Some(d) = &step.deployment {
-            if st.store.get_resource("ModelDeployment", &namespace, d).await.map_err(imp::err)?.is_some() {
+            if imp::get("ModelDeployment", &namespace, d).await?.is_some() {
                 deployments_found.push(d.clone());
             }
         }
@@ -713,7 +700,7 @@ pub async fn load_pipeline_run(namespace: String, name: String) -> Result<Pipeli
         parameters,
         steps,
         conditions: imp::conditions(&r.status),
-        events: imp::events(&r.uid).await?,
+        events: imp::events(&r).await?,
         start_time: s(&r.status, "startTime"),
         completion_time: s(&r.status, "completionTime"),
         deployments_found,
@@ -725,9 +712,8 @@ pub async fn load_pipeline_run(namespace: String, name: String) -> Result<Pipeli
 /// and the deployments serving it.
 #[cfg(feature = "ssr")]
 pub async fn model_lineage(name: &str) -> Result<std::collections::BTreeMap<i64, VersionLineage>, ServerFnError> {
-    let st = imp::st()?;
-    let runs = st.store.list_resources("PipelineRun", None).await.map_err(imp::err)?;
-    let deployments = st.store.list_resources("ModelDeployment", None).await.map_err(imp::err)?;
+    let runs = imp::list("PipelineRun", None).await?;
+    let deployments = imp::list("ModelDeployment", None).await?;
     let made = crate::lineage::produced_versions(&imp::run_refs(&runs));
     let serving = crate::lineage::serving_versions(name, &imp::deployment_refs(&deployments));
     let mut out: std::collections::BTreeMap<i64, VersionLineage> = std::collections::BTreeMap::new();

@@ -15,6 +15,10 @@ pub mod pipelines;
 pub mod resources;
 pub mod webhooks;
 
+/// Where the web UI and the resource API read resources (the store, or a cluster through
+/// [`resources::on_cluster_resources`]).
+pub use capstan_ui::cluster;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

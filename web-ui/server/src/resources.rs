@@ -5,6 +5,10 @@
 //! - `GET /apis/capstan.dev/v1alpha1/[namespaces/{ns}/]trainingjobs[/{name}]`, `DELETE` one.
 //! - `GET /apis/capstan.dev/v1alpha1/queues[/{name}]`, `DELETE` one.
 //! - `GET .../trainingjobs/{name}/events` and `.../trainingjobs/{name}/log?replica=&attempt=&follow=`.
+//!
+//! On a cluster (`capstan server --kubernetes`, [`on_cluster_resources`]) the reads and the
+//! log come from the cluster's objects, events and pods; apply and delete answer 400 naming the
+//! kubectl command (the server never writes resources into its store there).
 
 use std::time::Duration;
 
@@ -13,9 +17,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use capstan_crds::manifest::{self, ManifestError, Resource};
 use capstan_store::{PutOutcome, StoredResource};
+use capstan_ui::cluster::{ClusterResources, ClusterView, ReadError, Resources};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -34,6 +39,42 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}"), get(get_ns).delete(delete_ns))
         .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/events"), get(events))
         .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/log"), get(log))
+}
+
+/// The app with its resources on a cluster: the resource API's reads and logs, and the web
+/// UI's jobs, queues, deployments and pipelines, come from `view`; apply and delete are
+/// refused with the kubectl command to use.
+pub fn on_cluster_resources(app: Router, view: std::sync::Arc<dyn ClusterResources>) -> Router {
+    app.layer(Extension(ClusterView(view)))
+}
+
+/// The view of the request, if its resources live on a cluster.
+type OnCluster = Option<Extension<ClusterView>>;
+
+fn resources<'a>(st: &'a AppState, cluster: &'a OnCluster) -> Resources<'a> {
+    Resources::of(&st.store, cluster.as_ref().map(|Extension(v)| v))
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> ApiError {
+        match e {
+            ReadError::Store(e) => e.into(),
+            ReadError::Cluster(e) => {
+                tracing::error!(error = %e, "Kubernetes API call failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+/// The 400 of a write on a cluster.
+fn refuse_on_cluster(cluster: &OnCluster, what: &str) -> Result<(), ApiError> {
+    match cluster {
+        None => Ok(()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "this server's resources live on Kubernetes (--kubernetes): {what} with kubectl (`kubectl {what} ...`)"
+        ))),
+    }
 }
 
 /// (kind, namespaced) of a plural or short name.
@@ -97,7 +138,8 @@ fn manifest_error(e: ManifestError) -> ApiError {
     }
 }
 
-async fn apply(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn apply(State(st): State<AppState>, cluster: OnCluster, body: Bytes) -> Result<Json<Value>, ApiError> {
+    refuse_on_cluster(&cluster, "apply")?;
     let resources = manifest::load(&body).map_err(manifest_error)?;
     let mut items = Vec::new();
     for r in resources {
@@ -162,31 +204,42 @@ async fn apply(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, A
     Ok(Json(json!({ "items": items })))
 }
 
-async fn list(st: &AppState, plural: &str, ns: Option<&str>) -> Result<Json<Value>, ApiError> {
+async fn list(st: &AppState, cluster: &OnCluster, plural: &str, ns: Option<&str>) -> Result<Json<Value>, ApiError> {
     let (kind, _) = resolve(plural)?;
-    let items: Vec<Value> = st.store.list_resources(kind, ns).await?.iter().map(to_object).collect();
+    let items: Vec<Value> = resources(st, cluster).list(kind, ns).await?.iter().map(to_object).collect();
     Ok(Json(json!({"apiVersion": capstan_crds::API_VERSION, "kind": format!("{kind}List"), "items": items})))
 }
 
-async fn list_all(State(st): State<AppState>, Path(plural): Path<String>) -> Result<Json<Value>, ApiError> {
-    list(&st, &plural, None).await
+async fn list_all(
+    State(st): State<AppState>,
+    cluster: OnCluster,
+    Path(plural): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list(&st, &cluster, &plural, None).await
 }
 
 async fn list_ns(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((ns, plural)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, namespaced) = resolve(&plural)?;
     if !namespaced {
         return Err(ApiError::bad_request(format!("{plural} are cluster-scoped: drop the namespace")));
     }
-    list(&st, &plural, Some(&ns)).await
+    list(&st, &cluster, &plural, Some(&ns)).await
 }
 
-async fn find(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Result<StoredResource, ApiError> {
+async fn find(
+    st: &AppState,
+    cluster: &OnCluster,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<StoredResource, ApiError> {
     let (kind, namespaced) = resolve(plural)?;
     let ns = if namespaced { ns.unwrap_or("default") } else { "" };
-    st.store.get_resource(kind, ns, name).await?.ok_or_else(|| {
+    resources(st, cluster).get(kind, ns, name).await?.ok_or_else(|| {
         let scope = if namespaced { format!(" in namespace {ns}") } else { String::new() };
         ApiError::not_found(format!("{kind} \"{name}\" not found{scope}"))
     })
@@ -194,20 +247,22 @@ async fn find(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Resu
 
 async fn get_cluster(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((plural, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(to_object(&find(&st, &plural, None, &name).await?)))
+    Ok(Json(to_object(&find(&st, &cluster, &plural, None, &name).await?)))
 }
 
 async fn get_ns(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((ns, plural, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(to_object(&find(&st, &plural, Some(&ns), &name).await?)))
+    Ok(Json(to_object(&find(&st, &cluster, &plural, Some(&ns), &name).await?)))
 }
 
 async fn delete(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Result<Json<Value>, ApiError> {
-    let r = find(st, plural, ns, name).await?;
+    let r = find(st, &None, plural, ns, name).await?;
     if r.kind == "Queue" {
         // Nothing runs for a queue: remove it at once.
         st.store.remove_resource(&r.uid).await?;
@@ -221,24 +276,29 @@ async fn delete(st: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Re
 
 async fn delete_cluster(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((plural, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    refuse_on_cluster(&cluster, "delete")?;
     delete(&st, &plural, None, &name).await
 }
 
 async fn delete_ns(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((ns, plural, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    refuse_on_cluster(&cluster, "delete")?;
     delete(&st, &plural, Some(&ns), &name).await
 }
 
 async fn events(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((ns, plural, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = find(&st, &plural, Some(&ns), &name).await?;
-    let items = st.store.list_events(&r.uid).await?;
+    let r = find(&st, &cluster, &plural, Some(&ns), &name).await?;
+    let items = resources(&st, &cluster).events(&r).await?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -259,10 +319,11 @@ fn finished(r: &StoredResource) -> bool {
 
 async fn log(
     State(st): State<AppState>,
+    cluster: OnCluster,
     Path((ns, plural, name)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let r = find(&st, &plural, Some(&ns), &name).await?;
+    let r = find(&st, &cluster, &plural, Some(&ns), &name).await?;
     if r.kind != "TrainingJob" {
         return Err(ApiError::bad_request("logs exist for trainingjobs only"));
     }
@@ -276,6 +337,18 @@ async fn log(
     }
     let current = r.status.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
     let attempt = q.attempt.unwrap_or(current.max(1));
+    if let Some(Extension(view)) = &cluster {
+        // On a cluster a replica's log is its pod's.
+        let follow = q.follow.unwrap_or(false);
+        let body = view.0.log(&r, attempt, replica, follow).await.map_err(ReadError::Cluster)?;
+        return match body {
+            Some(body) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()),
+            None => Err(ApiError::not_found(format!(
+                "{name} has no pod for replica {replica} of attempt {attempt} (phase {})",
+                r.status.get("phase").and_then(Value::as_str).unwrap_or("Pending")
+            ))),
+        };
+    }
     let path = st
         .data_dir
         .join("logs")
