@@ -18,6 +18,7 @@ pub mod logged_model;
 pub mod logged_model_param;
 pub mod logged_model_tag;
 pub mod metric;
+pub mod metric_series;
 pub mod metric_tile;
 pub mod model_version;
 pub mod model_version_tag;

@@ -31,7 +31,7 @@ use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use entities::{event, experiment, experiment_tag, latest_metric, metric, param, resource, run, tag};
+use entities::{event, experiment, experiment_tag, latest_metric, metric, metric_series, param, resource, run, tag};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -934,22 +934,29 @@ impl Store {
         if run::Entity::find_by_id(run_id.to_owned()).one(&txn).await?.is_none() {
             return Err(run_not_found(run_id));
         }
-        let points = metric::Entity::find()
-            .filter(metric::Column::RunUuid.eq(run_id))
-            .filter(metric::Column::Key.eq(key))
-            .order_by_asc(metric::Column::Step)
-            .order_by_asc(metric::Column::Timestamp)
-            .order_by_asc(metric::Column::Value)
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|m| MetricPoint {
-                value: loaded_value(m.value, m.is_nan),
-                key: m.key,
-                timestamp: m.timestamp,
-                step: m.step,
-            })
-            .collect();
+        let series = metric_series::Entity::find()
+            .filter(metric_series::Column::RunUuid.eq(run_id))
+            .filter(metric_series::Column::Key.eq(key))
+            .one(&txn)
+            .await?;
+        let points = match series {
+            None => Vec::new(),
+            Some(series) => metric::Entity::find()
+                .filter(metric::Column::SeriesId.eq(series.id))
+                .order_by_asc(metric::Column::Step)
+                .order_by_asc(metric::Column::Timestamp)
+                .order_by_asc(metric::Column::Value)
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|m| MetricPoint {
+                    value: loaded_value(m.value, m.is_nan),
+                    key: key.to_owned(),
+                    timestamp: m.timestamp,
+                    step: m.step,
+                })
+                .collect(),
+        };
         txn.commit().await?;
         Ok(points)
     }

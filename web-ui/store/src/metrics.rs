@@ -172,9 +172,14 @@ impl<'k> RowsSql<'k> {
     }
 }
 
-/// `"run_uuid" = ? AND "key" = ?`.
-fn run_and_key(sql: &mut Sql, run_id: &str, key: &str) {
-    sql.push(r#""run_uuid" = "#).bind(run_id).push(r#" AND "key" = "#).bind(key);
+/// `"series_id" = (SELECT "id" FROM "metric_series" WHERE "run_uuid" = ? AND "key" = ?)`: the
+/// rows of one run's metric (the subquery is evaluated once per statement).
+fn series_of(sql: &mut Sql, run_id: &str, key: &str) {
+    sql.push(r#""series_id" = (SELECT "id" FROM "metric_series" WHERE "run_uuid" = "#)
+        .bind(run_id)
+        .push(r#" AND "key" = "#)
+        .bind(key)
+        .push(")");
 }
 
 /// A point of a `step, timestamp, value, is_nan` row.
@@ -256,22 +261,21 @@ impl PointWrites {
                 value: m.value,
             });
         }
-        let mut statements = Vec::new();
+        // The series of keys seen for the first time, then the points by series id.
+        let mut statements = series_inserts(backend, run_id, &by_key);
         if backend == DbBackend::Sqlite {
             statements.extend(sqlite_point_inserts(run_id, metrics.len(), &by_key));
         } else {
             for chunk in metrics.chunks(POINT_ROWS) {
                 let mut sql = RowsSql::new(
                     backend,
-                    r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") VALUES "#,
+                    r#"INSERT INTO "metrics" ("series_id", "step", "timestamp", "value", "is_nan") SELECT "s"."id", "v"."column2", "v"."column3", "v"."column4", "v"."column5" FROM (VALUES "#,
                     run_id,
-                    chunk.len() * 6,
+                    chunk.len() * 5,
                 );
                 for (i, m) in chunk.iter().enumerate() {
                     let (value, is_nan) = crate::stored_value(m.value);
                     sql.text.push_str(if i == 0 { "(" } else { ", (" });
-                    sql.run();
-                    sql.text.push_str(", ");
                     sql.key(&m.key);
                     sql.text.push_str(", ");
                     sql.bind(m.step);
@@ -283,7 +287,9 @@ impl PointWrites {
                     sql.bind(is_nan);
                     sql.text.push(')');
                 }
-                sql.text.push_str(" ON CONFLICT DO NOTHING");
+                sql.text.push_str(SERIES_JOIN);
+                sql.run();
+                sql.text.push_str(r#" AND "s"."key" = "v"."column1" ON CONFLICT DO NOTHING"#);
                 statements.push(sql.statement());
             }
         }
@@ -298,16 +304,20 @@ impl PointWrites {
         for chunk in tiles.chunks(TILE_ROWS) {
             let mut sql = RowsSql::new(
                 backend,
-                r#"INSERT INTO "metric_tiles" ("run_uuid", "key", "level", "tile", "#,
+                r#"INSERT INTO "metric_tiles" ("series_id", "level", "tile", "#,
                 run_id,
-                chunk.len() * 20,
+                chunk.len() * 19,
             );
             sql.text.push_str(TILE_POINT_COLUMNS);
-            sql.text.push_str(") VALUES ");
+            sql.text.push_str(r#") SELECT "s"."id""#);
+            for c in 2..=19 {
+                sql.text.push_str(r#", "v"."column"#);
+                sql.text.push_str(&c.to_string());
+                sql.text.push('"');
+            }
+            sql.text.push_str(" FROM (VALUES ");
             for (i, &(key, level, tile, s)) in chunk.iter().enumerate() {
                 sql.text.push_str(if i == 0 { "(" } else { ", (" });
-                sql.run();
-                sql.text.push_str(", ");
                 sql.key(key);
                 sql.text.push_str(", ");
                 sql.bind(i16::from(level));
@@ -326,7 +336,11 @@ impl PointWrites {
                 }
                 sql.text.push(')');
             }
-            sql.text.push_str(r#" ON CONFLICT ("run_uuid", "key", "level", "tile") DO UPDATE SET "#);
+            sql.text.push_str(SERIES_JOIN);
+            sql.run();
+            sql.text.push_str(
+                r#" AND "s"."key" = "v"."column1" ON CONFLICT ("series_id", "level", "tile") DO UPDATE SET "#,
+            );
             sql.text.push_str(merge);
             statements.push(sql.statement());
         }
@@ -348,12 +362,14 @@ impl PointWrites {
 
 /// SQLite: the point inserts of one run, up to [`POINT_ROWS`] points a statement, binding 3
 /// values a point. The run id and each key are bound once per statement (every placeholder a
-/// plain `?`, in text order: see [`RowsSql`] for why not numbered ones), one `SELECT` per key
-/// joined by `UNION ALL`, the points of a key a `VALUES` list of (step, timestamp, value) with
-/// NaN bound as NULL and stored as (0, is_nan):
+/// plain `?`, in text order: see [`RowsSql`] for why not numbered ones) to find the key's
+/// series id (a constant subquery, evaluated once), one `SELECT` per key joined by
+/// `UNION ALL`, the points of a key a `VALUES` list of (step, timestamp, value) with NaN bound
+/// as NULL and stored as (0, is_nan):
 ///
 /// ```sql
-/// INSERT INTO "metrics" (...) SELECT ?, ?, "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL
+/// INSERT INTO "metrics" (...) SELECT (SELECT "id" FROM "metric_series" WHERE "run_uuid" = ? AND "key" = ?),
+///   "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL
 ///   FROM (VALUES (?, ?, ?), ...) WHERE true UNION ALL SELECT ... ON CONFLICT DO NOTHING
 /// ```
 ///
@@ -382,12 +398,12 @@ fn sqlite_point_inserts(run_id: &str, points: usize, by_key: &BTreeMap<&str, Vec
             if values.is_empty() {
                 text.reserve(200 + POINT_ROWS.min(points) * 11);
                 values.reserve(2 + 3 * POINT_ROWS.min(points));
-                text.push_str(r#"INSERT INTO "metrics" ("run_uuid", "key", "step", "timestamp", "value", "is_nan") "#);
+                text.push_str(r#"INSERT INTO "metrics" ("series_id", "step", "timestamp", "value", "is_nan") "#);
             } else {
                 text.push_str(" UNION ALL ");
             }
             text.push_str(
-                r#"SELECT ?, ?, "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL FROM (VALUES "#,
+                r#"SELECT (SELECT "id" FROM "metric_series" WHERE "run_uuid" = ? AND "key" = ?), "column1", "column2", coalesce("column3", 0.0), "column3" IS NULL FROM (VALUES "#,
             );
             values.push(Value::from(run_id));
             values.push(Value::from(key));
@@ -408,6 +424,46 @@ fn sqlite_point_inserts(run_id: &str, points: usize, by_key: &BTreeMap<&str, Vec
 
 /// Most keys in one SQLite point insert (one compound `SELECT` term each; SQLite allows 500).
 const MAX_KEYS_PER_INSERT: usize = 400;
+
+/// The end of a multi-row insert whose rows are a `VALUES` list with the key first: each row's
+/// series, found by the run id (bound next) and the row's key.
+const SERIES_JOIN: &str = r#") AS "v" CROSS JOIN "metric_series" AS "s" WHERE "s"."run_uuid" = "#;
+
+/// The series of the batch's keys that the run does not have yet (most batches add none).
+///
+/// SQLite: `INSERT ... VALUES ... ON CONFLICT DO NOTHING` (an id is taken only by a row
+/// inserted). PostgreSQL: rows of keys not yet there only, since a conflicting insert would
+/// still draw an id from the sequence.
+fn series_inserts(backend: DbBackend, run_id: &str, by_key: &BTreeMap<&str, Vec<Sample>>) -> Vec<Statement> {
+    let keys: Vec<&str> = by_key.keys().copied().collect();
+    keys.chunks(POINT_ROWS)
+        .map(|chunk| {
+            let mut sql = RowsSql::new(backend, "", run_id, chunk.len() * 2);
+            if backend == DbBackend::Sqlite {
+                sql.text.push_str(r#"INSERT INTO "metric_series" ("run_uuid", "key") VALUES "#);
+                for (i, key) in chunk.iter().enumerate() {
+                    sql.text.push_str(if i == 0 { "(" } else { ", (" });
+                    sql.run();
+                    sql.text.push_str(", ");
+                    sql.key(key);
+                    sql.text.push(')');
+                }
+                sql.text.push_str(" ON CONFLICT DO NOTHING");
+            } else {
+                sql.text.push_str(r#"INSERT INTO "metric_series" ("run_uuid", "key") SELECT $1, "v"."column1" FROM (VALUES "#);
+                for (i, key) in chunk.iter().enumerate() {
+                    sql.text.push_str(if i == 0 { "(" } else { ", (" });
+                    sql.key(key);
+                    sql.text.push(')');
+                }
+                sql.text.push_str(
+                    r#") AS "v" WHERE NOT EXISTS (SELECT 1 FROM "metric_series" AS "s" WHERE "s"."run_uuid" = $1 AND "s"."key" = "v"."column1") ON CONFLICT DO NOTHING"#,
+                );
+            }
+            sql.statement()
+        })
+        .collect()
+}
 
 /// SQLite: `statements` as one multi-statement call (`;`-separated, the values in order): the
 /// driver runs them in turn on its worker thread, one round trip instead of one each.
@@ -534,6 +590,9 @@ impl Batch {
     /// to roll back to), so a batch in a group costs no round trips of its own for them.
     async fn apply_in(self, txn: &DatabaseTransaction, savepoint: Option<&str>) -> Result<()> {
         let run_id = self.run_id.as_str();
+        if let (Some(sp), true) = (savepoint, self.params.is_empty()) {
+            return self.apply_unchecked(txn, sp).await;
+        }
         let exists = match savepoint {
             Some(sp) => {
                 let sql = format!(r#"SAVEPOINT "{sp}"; SELECT 1 FROM "runs" WHERE "run_uuid" = ?"#);
@@ -592,26 +651,77 @@ impl Batch {
         }
         PointWrites(points).run(txn).await?;
 
-        // Tags are mutable: the last value wins.
-        for chunk in self.tags.chunks(CHUNK_ROWS) {
-            tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
-                run_uuid: ActiveValue::Set(run_id.to_owned()),
-                key: ActiveValue::Set(k.clone()),
-                value: ActiveValue::Set(v.clone()),
-            }))
-            .on_conflict(
-                OnConflict::columns([tag::Column::RunUuid, tag::Column::Key])
-                    .update_column(tag::Column::Value)
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-        }
+        write_tags(txn, run_id, &self.tags).await?;
         if let (Some(release), false) = (release, released) {
             txn.execute_unprepared(&release).await?;
         }
         Ok(())
     }
+}
+
+impl Batch {
+    /// [`Batch::apply_in`] of a batch without params on SQLite: everything in one call to the
+    /// driver (open the savepoint, write, release), with no read of the run first. A batch of
+    /// an absent run cannot be written: the series and latest-value rows reference `runs`, so
+    /// the foreign keys refuse them; only then is the run looked up, to tell NotFound from
+    /// another failure. The savepoint is left open on failure for the caller to roll back to.
+    async fn apply_unchecked(self, txn: &DatabaseTransaction, savepoint: &str) -> Result<()> {
+        let run_id = self.run_id;
+        let mut points = self.points.0;
+        let Some(first) = points.first_mut() else {
+            // No points and no params: only tags (or nothing) to write, after the usual check.
+            return Batch { run_id, points: PointWrites(points), params: Vec::new(), tags: self.tags }
+                .apply_checked(txn, savepoint)
+                .await;
+        };
+        first.sql.insert_str(0, &format!(r#"SAVEPOINT "{savepoint}"; "#));
+        if self.tags.is_empty() {
+            let last = points.last_mut().expect("at least one statement");
+            last.sql.push_str(&format!(r#"; RELEASE "{savepoint}""#));
+        }
+        if let Err(e) = PointWrites(points).run(txn).await {
+            return Err(match run_exists(txn, &run_id).await {
+                Ok(false) => run_not_found(&run_id),
+                _ => e,
+            });
+        }
+        if !self.tags.is_empty() {
+            write_tags(txn, &run_id, &self.tags).await?;
+            txn.execute_unprepared(&format!(r#"RELEASE "{savepoint}""#)).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Batch::apply_in`] with the run looked up first.
+    async fn apply_checked(self, txn: &DatabaseTransaction, savepoint: &str) -> Result<()> {
+        let sql = format!(r#"SAVEPOINT "{savepoint}"; SELECT 1 FROM "runs" WHERE "run_uuid" = ?"#);
+        let check = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Value::from(self.run_id.as_str())]);
+        if txn.query_one_raw(check).await?.is_none() {
+            return Err(run_not_found(&self.run_id));
+        }
+        let release = format!(r#"RELEASE "{savepoint}""#);
+        PointWrites(self.points.0).run(txn).await?;
+        write_tags(txn, &self.run_id, &self.tags).await?;
+        txn.execute_unprepared(&release).await?;
+        Ok(())
+    }
+}
+
+/// Tags are mutable: the last value wins.
+async fn write_tags(txn: &DatabaseTransaction, run_id: &str, tags: &[(String, String)]) -> Result<()> {
+    for chunk in tags.chunks(CHUNK_ROWS) {
+        tag::Entity::insert_many(chunk.iter().map(|(k, v)| tag::ActiveModel {
+            run_uuid: ActiveValue::Set(run_id.to_owned()),
+            key: ActiveValue::Set(k.clone()),
+            value: ActiveValue::Set(v.clone()),
+        }))
+        .on_conflict(
+            OnConflict::columns([tag::Column::RunUuid, tag::Column::Key]).update_column(tag::Column::Value).to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A batch waiting for its group, and where its outcome goes.
@@ -804,7 +914,7 @@ async fn points_between<C: ConnectionTrait>(
 ) -> Result<Vec<Sample>> {
     let mut sql =
         Sql::new(conn.get_database_backend(), r#"SELECT "step", "timestamp", "value", "is_nan" FROM "metrics" WHERE "#);
-    run_and_key(&mut sql, run_id, key);
+    series_of(&mut sql, run_id, key);
     if lo > i64::MIN {
         sql.push(r#" AND "step" >= "#).bind(lo);
     }
@@ -834,7 +944,7 @@ async fn last_step_between<C: ConnectionTrait>(
     hi: i64,
 ) -> Result<Option<i64>> {
     let mut sql = Sql::new(conn.get_database_backend(), r#"SELECT "step" FROM "metrics" WHERE "#);
-    run_and_key(&mut sql, run_id, key);
+    series_of(&mut sql, run_id, key);
     sql.push(r#" AND "step" >= "#).bind(lo).push(r#" AND "step" <= "#).bind(hi);
     sql.push(r#" ORDER BY "step" DESC LIMIT 1"#);
     match conn.query_one_raw(sql.statement()).await? {
@@ -854,7 +964,7 @@ async fn tiles_between<C: ConnectionTrait>(
 ) -> Result<Vec<Summary>> {
     let mut sql = Sql::new(conn.get_database_backend(), "SELECT ");
     sql.push(TILE_POINT_COLUMNS).push(r#" FROM "metric_tiles" WHERE "#);
-    run_and_key(&mut sql, run_id, key);
+    series_of(&mut sql, run_id, key);
     sql.push(r#" AND "level" = "#).bind(i16::from(level));
     sql.push(r#" AND "tile" >= "#).bind(first).push(r#" AND "tile" <= "#).bind(last);
     let samples = fetch_samples(conn, sql, 4).await?;

@@ -13,6 +13,7 @@ pub mod m20261128_000002_registry;
 pub mod m20261128_000003_metric_tiles;
 pub mod m20261128_000004_gpu_samples;
 pub mod m20261128_000005_pipelines;
+pub mod m20261128_000006_metric_series;
 
 /// Every migration of the store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_metric_tiles::Migration),
             Box::new(m20261128_000004_gpu_samples::Migration),
             Box::new(m20261128_000005_pipelines::Migration),
+            Box::new(m20261128_000006_metric_series::Migration),
         ]
     }
 }

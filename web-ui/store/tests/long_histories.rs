@@ -232,6 +232,70 @@ async fn tiles_migration_fills_tiles_of_stored_points(db: &TestDb) {
     assert_same_points(&after, &expected(&history, (None, None), 320), "against the pure downsampling");
 }
 
+async fn series_migration_keeps_every_point_and_tile(db: &TestDb) {
+    let store = db.store.clone();
+    let (run, other) = (new_run(&store).await, new_run(&store).await);
+    let mut rng = Rng(7);
+    let mut points: Vec<MetricPoint> = (0..2_500).map(|i| point("loss", i * 3, i, rng.value())).collect();
+    points.extend((0..500).map(|i| point("acc", i, i, if i % 50 == 7 { f64::NAN } else { rng.value() })));
+    for chunk in points.chunks(1000) {
+        store.log_batch(&run, chunk, &[], &[]).await.unwrap();
+    }
+    store.log_batch(&other, &[point("loss", 0, 0, 42.0)], &[], &[]).await.unwrap();
+    let history = |store: Store, run: String, key: &'static str| async move {
+        store.metric_history(&run, key).await.unwrap().iter().map(sample).collect::<Vec<Sample>>()
+    };
+    let before = (
+        history(store.clone(), run.clone(), "loss").await,
+        history(store.clone(), run.clone(), "acc").await,
+        bulk(&store, &run, "loss", (None, None), 320).await,
+        bulk(&store, &run, "loss", (Some(300), Some(900)), 50).await,
+    );
+    assert_eq!(before.0.len(), 2_500);
+    assert_eq!(before.1.len(), 500);
+
+    // Undo the series migration: the points are keyed by run id and key again, all of them.
+    let conn = Database::connect(db.url.as_str()).await.unwrap();
+    capstan_store::migrations::Migrator::down(&conn, Some(1)).await.unwrap();
+    let count = |sql: &'static str| {
+        let conn = &conn;
+        async move {
+            let row = conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql)).await.unwrap();
+            row.unwrap().try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    let rows = format!("SELECT COUNT(*) FROM metrics WHERE run_uuid = '{run}' AND key = 'loss'");
+    let row = conn.query_one_raw(Statement::from_string(conn.get_database_backend(), rows)).await.unwrap();
+    assert_eq!(row.unwrap().try_get_by_index::<i64>(0).unwrap(), 2_500, "points by run id after the undo");
+    assert_eq!(count("SELECT COUNT(*) FROM metrics").await, 3_001);
+    assert!(count("SELECT COUNT(*) FROM metric_tiles").await > 0);
+    let series = conn
+        .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT COUNT(*) FROM metric_series"))
+        .await;
+    assert!(series.is_err(), "metric_series still exists after the undo");
+
+    // And again: every point and tile comes back under its series.
+    capstan_store::migrations::Migrator::up(&conn, None).await.unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM metric_series").await, 3);
+    assert_eq!(count("SELECT COUNT(*) FROM metrics").await, 3_001);
+    let store = db.reopen().await;
+    let after = (
+        history(store.clone(), run.clone(), "loss").await,
+        history(store.clone(), run.clone(), "acc").await,
+        bulk(&store, &run, "loss", (None, None), 320).await,
+        bulk(&store, &run, "loss", (Some(300), Some(900)), 50).await,
+    );
+    assert_same_points(&after.0, &before.0, "loss history");
+    assert_same_points(&after.1, &before.1, "acc history");
+    assert_same_points(&after.2, &before.2, "loss bulk interval");
+    assert_same_points(&after.3, &before.3, "loss bulk interval of a range");
+    assert_eq!(history(store.clone(), other.clone(), "loss").await.len(), 1);
+    // New points of an existing series and of a new one after the migration.
+    store.log_batch(&run, &[point("loss", 1_000_000, 0, 1.0), point("new", 0, 0, 2.0)], &[], &[]).await.unwrap();
+    assert_eq!(history(store.clone(), run.clone(), "loss").await.len(), 2_501);
+    assert_eq!(history(store.clone(), run.clone(), "new").await.len(), 1);
+}
+
 async fn values_read_back_exactly(store: Store) {
     let run = new_run(&store).await;
     let mut rng = Rng(0xb175);
@@ -274,6 +338,46 @@ async fn values_read_back_exactly(store: Store) {
         let v = values[p.step as usize];
         assert!(p.value.to_bits() == v.to_bits() || (p.value.is_nan() && v.is_nan()), "{} read back as {}", v, p.value);
     }
+}
+
+async fn batches_without_params_of_a_missing_run_fail_alone(store: Store) {
+    // Batches without params are written without reading the run first: one of a missing run
+    // must still fail with NotFound and leave nothing, in a group with others that succeed.
+    let run = new_run(&store).await;
+    let missing = "fedcba9876543210fedcba9876543210".to_owned();
+    let calls = (0..48i64).map(|i| {
+        let store = store.clone();
+        let run_id = if i % 5 == 2 { missing.clone() } else { run.clone() };
+        tokio::spawn(async move {
+            let key = if i % 3 == 0 { format!("k{i}") } else { "m".to_owned() };
+            let points: Vec<MetricPoint> = (0..40).map(|s| point(&key, i * 40 + s, i, s as f64)).collect();
+            let tags = if i % 2 == 0 { vec![(format!("t{i}"), "y".to_owned())] } else { Vec::new() };
+            (i, key, store.log_batch(&run_id, &points, &[], &tags).await)
+        })
+    });
+    let mut outcomes = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        outcomes.push(call.await.unwrap());
+    }
+    let stored = store.get_run(&run).await.unwrap().unwrap();
+    for (i, key, result) in &outcomes {
+        let own_points = store.metric_history(&run, key).await.unwrap().iter().filter(|p| p.step / 40 == *i).count();
+        match result {
+            Ok(()) => {
+                assert!(i % 5 != 2, "batch {i} of a missing run succeeded");
+                assert_eq!(own_points, 40, "batch {i} is not all there");
+                assert_eq!(stored.tags.iter().any(|(k, _)| *k == format!("t{i}")), i % 2 == 0, "tag of batch {i}");
+            }
+            Err(StoreError::NotFound(what)) => {
+                assert_eq!(i % 5, 2, "batch {i}: {what}");
+                assert!(what.contains(&missing), "{what}");
+            }
+            Err(other) => panic!("batch {i}: {other}"),
+        }
+    }
+    assert_eq!(outcomes.iter().filter(|(_, _, r)| r.is_ok()).count(), 48 - 10);
+    let err = store.metric_history(&missing, "m").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
 async fn concurrent_batches_commit_together_but_fail_alone(store: Store) {
@@ -361,5 +465,7 @@ on_both_backends! {
     store history_pages_cover_the_history;
     store values_read_back_exactly;
     multi concurrent_batches_commit_together_but_fail_alone;
+    multi batches_without_params_of_a_missing_run_fail_alone;
     db tiles_migration_fills_tiles_of_stored_points;
+    db series_migration_keeps_every_point_and_tile;
 }

@@ -1,5 +1,6 @@
-//! Table `metrics`: every logged point. The primary key is the whole point, so logging the
-//! same point again (a client retry) is a no-op.
+//! Table `metrics`: every logged point, by series (a run's metric key: see
+//! [`super::metric_series`]). The primary key is the whole point, so logging the same point
+//! again (a client retry) is a no-op.
 
 use sea_orm::entity::prelude::*;
 
@@ -7,12 +8,9 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "metrics")]
 pub struct Model {
-    /// Run.
+    /// Series: the run and metric key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub run_uuid: String,
-    /// Metric key.
-    #[sea_orm(primary_key, auto_increment = false)]
-    pub key: String,
+    pub series_id: i64,
     /// Step.
     #[sea_orm(primary_key, auto_increment = false)]
     pub step: i64,
@@ -30,19 +28,19 @@ pub struct Model {
 /// Relations.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    /// The run.
+    /// The series (run and key).
     #[sea_orm(
-        belongs_to = "super::run::Entity",
-        from = "Column::RunUuid",
-        to = "super::run::Column::RunUuid",
+        belongs_to = "super::metric_series::Entity",
+        from = "Column::SeriesId",
+        to = "super::metric_series::Column::Id",
         on_delete = "Cascade"
     )]
-    Run,
+    Series,
 }
 
-impl Related<super::run::Entity> for Entity {
+impl Related<super::metric_series::Entity> for Entity {
     fn to() -> RelationDef {
-        Relation::Run.def()
+        Relation::Series.def()
     }
 }
 

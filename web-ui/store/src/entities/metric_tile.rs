@@ -1,4 +1,4 @@
-//! Table `metric_tiles`: per run, metric key, level and tile (the steps
+//! Table `metric_tiles`: per series (run and metric key: see [`super::metric_series`]), level and tile (the steps
 //! `tile * 16^level ..= (tile + 1) * 16^level - 1`), the first, last, lowest and highest point
 //! logged in it (see [`crate::downsample`]). Kept up to date by `log_batch` in the same
 //! transaction as the points; read by `metrics/get-history-bulk-interval`.
@@ -9,12 +9,9 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "metric_tiles")]
 pub struct Model {
-    /// Run.
+    /// Series: the run and metric key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub run_uuid: String,
-    /// Metric key.
-    #[sea_orm(primary_key, auto_increment = false)]
-    pub key: String,
+    pub series_id: i64,
     /// Level: tiles of 16^level steps (1..=8).
     #[sea_orm(primary_key, auto_increment = false)]
     pub level: i16,
@@ -58,19 +55,19 @@ pub struct Model {
 /// Relations.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    /// The run.
+    /// The series (run and key).
     #[sea_orm(
-        belongs_to = "super::run::Entity",
-        from = "Column::RunUuid",
-        to = "super::run::Column::RunUuid",
+        belongs_to = "super::metric_series::Entity",
+        from = "Column::SeriesId",
+        to = "super::metric_series::Column::Id",
         on_delete = "Cascade"
     )]
-    Run,
+    Series,
 }
 
-impl Related<super::run::Entity> for Entity {
+impl Related<super::metric_series::Entity> for Entity {
     fn to() -> RelationDef {
-        Relation::Run.def()
+        Relation::Series.def()
     }
 }
 

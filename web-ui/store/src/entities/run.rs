@@ -39,9 +39,9 @@ pub enum Relation {
         on_delete = "Cascade"
     )]
     Experiment,
-    /// Every metric point.
-    #[sea_orm(has_many = "super::metric::Entity")]
-    Metric,
+    /// Every metric (series of points).
+    #[sea_orm(has_many = "super::metric_series::Entity")]
+    MetricSeries,
     /// Latest point of each metric.
     #[sea_orm(has_many = "super::latest_metric::Entity")]
     LatestMetric,
@@ -59,9 +59,9 @@ impl Related<super::experiment::Entity> for Entity {
     }
 }
 
-impl Related<super::metric::Entity> for Entity {
+impl Related<super::metric_series::Entity> for Entity {
     fn to() -> RelationDef {
-        Relation::Metric.def()
+        Relation::MetricSeries.def()
     }
 }
 
