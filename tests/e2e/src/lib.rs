@@ -17,6 +17,10 @@
 //!
 //! Tests never assert wall-clock times: every wait is bounded and fails with what it saw.
 
+pub mod kube;
+pub mod python;
+pub mod webhooks;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -18,137 +18,37 @@
 //!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --features cluster --test kube_canary
 #![cfg(feature = "cluster")]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use capstan_e2e::{capstan_bin, unique_name, workspace_root};
+use capstan_e2e::kube::{
+    build_onnx_classifier, get_json, kubectl_ok, model_deployment_env, point_pods_at, serve_model, wait_for_every,
+    Kill, KubeEnv,
+};
 use serde_json::{json, Value};
 
-const CHART_NS: &str = "capstan-system";
-const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
-
-fn kubeconfig() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CAPSTAN_TEST_KUBECONFIG").expect(
-            "CAPSTAN_TEST_KUBECONFIG must point at the test control plane: eval \"$(tests/cluster/up.sh DIR)\"",
-        ),
-    )
-}
-
-/// kubectl or helm, next to the kubeconfig (tests/cluster/up.sh writes them there).
-fn tool(name: &str) -> PathBuf {
-    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
-fn kubectl_with(kc: &PathBuf, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(tool("kubectl"));
-    cmd.env("KUBECONFIG", kc).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn kubectl");
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let o = kubectl_with(&kubeconfig(), args, stdin);
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "kubectl {args:?} failed:\n{out}");
-    out
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend(["-o", "json"]);
-    let o = kubectl_with(&kubeconfig(), &a, None);
-    o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", describe());
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// The CRDs and the chart's controller RBAC; a kubeconfig impersonating its ServiceAccount.
-fn setup() -> PathBuf {
-    let crds = workspace_root().join("helm/capstan/crds");
-    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
-    kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "crd/modeldeployments.capstan.dev"], None);
-    let _ = kubectl_with(&kubeconfig(), &["create", "namespace", CHART_NS], None);
-    let chart = workspace_root().join("helm/capstan");
-    let o = Command::new(tool("helm"))
-        .args(["template", "capstan", chart.to_str().unwrap(), "--namespace", CHART_NS])
-        .args(["--show-only", "templates/controller.yaml"])
-        .output()
-        .expect("spawn helm");
-    assert!(o.status.success(), "helm template failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
-        .unwrap()
-        .split("\n---")
-        .filter(|d| !d.contains("kind: Deployment") && !d.contains("kind: DaemonSet"))
-        .collect();
-    kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
-    let kc = std::fs::read_to_string(kubeconfig()).unwrap();
-    assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
-    let imp = std::env::temp_dir().join(format!("capstan-kubeconfig-canary-{}", std::process::id()));
-    std::fs::write(&imp, kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "))).unwrap();
-    imp
+/// [`wait_for_every`] polling every 300 ms.
+fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
+    wait_for_every(Duration::from_millis(300), timeout, what, f, describe)
 }
 
 /// A namespace and a controller watching it; both go on drop.
-struct Env {
-    ns: String,
-    controller: Child,
-    log: PathBuf,
+fn new_env() -> KubeEnv {
+    model_deployment_env("canary", "kc-canary")
 }
 
-impl Env {
-    fn new() -> Env {
-        let kc = setup();
-        let ns = unique_name("kc-canary");
-        kubectl_ok(&["create", "namespace", &ns], None);
-        let log = std::env::temp_dir().join(format!("{ns}-controller.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let controller = Command::new(capstan_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&kc)
-            .args(["--watch-namespace", &ns])
-            .args(["--leader-election-namespace", CHART_NS])
-            .args(["--leader-election-lease", &format!("lease-{ns}")])
-            .args(["--identity", &format!("{ns}-0")])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .env_remove("KUBECONFIG")
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("spawn capstan controller");
-        Env { ns, controller, log }
-    }
+/// What this suite reads of its namespace.
+trait Mdep {
+    /// The ModelDeployments, Deployments and pods, and the controller's log (tail).
+    fn describe(&self) -> String;
+    /// The ModelDeployment `iris`.
+    fn mdep(&self) -> Option<Value>;
+}
 
+impl Mdep for KubeEnv {
     fn describe(&self) -> String {
-        let o = kubectl_with(&kubeconfig(), &["get", "mdep,deploy,pods", "-n", &self.ns, "-o", "wide"], None);
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        format!(
-            "{}\ncontroller log (tail):\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
+        self.describe_wide("mdep,deploy,pods")
     }
 
     fn mdep(&self) -> Option<Value> {
@@ -156,98 +56,28 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = kubectl_with(&kubeconfig(), &["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"], None);
-        let _ = self.controller.kill();
-        let _ = self.controller.wait();
-    }
-}
-
-/// A real `capstan serve` on 127.0.0.1, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Plays the kubelet for the deployment's pods: the stable version's pods get podIP
 /// 127.0.0.1, the canary's (`iris-2` in their version label) 127.0.0.2, where the real
 /// servers listen, and Ready.
 fn point_pods_at_servers(ns: &str) {
-    let Some(pods) = get_json(&["pods", "-n", ns, "-l", "capstan.dev/model-deployment=iris"]) else { return };
-    for p in pods["items"].as_array().cloned().unwrap_or_default() {
+    point_pods_at(ns, |p| {
         let version = p["metadata"]["labels"]["capstan.dev/model-version"].as_str().unwrap_or_default();
-        let ip = if version.contains("iris-2") { "127.0.0.2" } else { "127.0.0.1" };
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-        if !p["metadata"]["deletionTimestamp"].is_null()
-            || p["status"]["phase"] != "Running"
-            || (p["status"]["podIP"] == ip && ready)
-        {
-            continue;
+        if version.contains("iris-2") {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
         }
-        let name = p["metadata"]["name"].as_str().unwrap();
-        let status = |kind: &str, patch: &str| {
-            let _ = kubectl_with(
-                &kubeconfig(),
-                &["patch", "pod", name, "-n", ns, "--subresource=status", &format!("--type={kind}"), "-p", patch],
-                None,
-            );
-        };
-        if p["status"]["podIP"] != ip {
-            status("merge", &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#));
-        }
-        if !ready {
-            status("strategic", r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#);
-        }
-    }
+    });
 }
 
 /// The model file and a ready `capstan serve` of it on `ip:port`.
-fn serve(dir: &std::path::Path, ip: &str, port: u16) -> Serve {
+fn serve(dir: &std::path::Path, ip: &str, port: u16) -> Kill {
     let model = dir.join("model.onnx");
     if !model.exists() {
-        let out = Command::new("python3")
-            .arg(workspace_root().join("tests/e2e/python/onnx_models.py"))
-            .args(["classifier", model.to_str().unwrap()])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "building the ONNX model needs python3 with onnx (scripts/install-deps.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_onnx_classifier(&model);
     }
     let log = dir.join(format!("serve-{ip}.log"));
-    let f = std::fs::File::create(&log).unwrap();
-    let s = Serve(
-        Command::new(capstan_bin())
-            .args(["serve", "--model", model.to_str().unwrap(), "--name", "iris"])
-            .args(["--listen", &format!("{ip}:{port}")])
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("spawn capstan serve"),
-    );
-    let http = reqwest::blocking::Client::new();
-    wait_for(
-        Duration::from_secs(60),
-        &format!("capstan serve on {ip}:{port} to be ready"),
-        || {
-            http.get(format!("http://{ip}:{port}/v2/health/ready"))
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        },
-        || std::fs::read_to_string(&log).unwrap_or_default(),
-    );
-    s
+    serve_model(&model, ip, port, &log, &format!("capstan serve on {ip}:{port} to be ready"), None)
 }
 
 /// Requests sent straight to a server until dropped: well-formed ones, or (`bad`) inputs of
@@ -302,7 +132,7 @@ const CANARY: &str = "s3-models-iris-2-model-onnx";
 /// Applies `iris` with a canary of 20% judged over 2 s windows on at least 20 requests, waits
 /// until both versions' Deployments exist and the canary is Progressing, and starts the
 /// requests (`canary_bad`: inputs the canary refuses).
-fn start_canary(env: &Env, port: u16, canary_bad: bool, extra: &str) -> (Load, Load) {
+fn start_canary(env: &KubeEnv, port: u16, canary_bad: bool, extra: &str) -> (Load, Load) {
     kubectl_ok(
         &["apply", "-n", &env.ns, "-f", "-"],
         Some(&format!(
@@ -347,7 +177,7 @@ fn a_canary_answering_errors_is_rolled_back() {
     let port = capstan_e2e::free_port();
     let _stable = serve(dir.path(), "127.0.0.1", port);
     let _canary = serve(dir.path(), "127.0.0.2", port);
-    let env = Env::new();
+    let env = new_env();
     let (stable_load, canary_load) = start_canary(&env, port, true, "");
     let m = wait_for(
         Duration::from_secs(90),
@@ -393,7 +223,7 @@ fn a_healthy_canary_is_promoted() {
     let port = capstan_e2e::free_port();
     let _stable = serve(dir.path(), "127.0.0.1", port);
     let _canary = serve(dir.path(), "127.0.0.2", port);
-    let env = Env::new();
+    let env = new_env();
     // Two servers of one model on a shared 2-core machine: sub-millisecond p99s that differ
     // by more than the default 1.5x by chance; the latency gate is the unit tests' subject.
     let (stable_load, canary_load) = start_canary(&env, port, false, ", maxP99LatencyRatio: 20");

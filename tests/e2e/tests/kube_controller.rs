@@ -16,83 +16,17 @@
 #![cfg(feature = "cluster")]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use capstan_e2e::{capstan_bin, unique_name, workspace_root, Capstan};
+use capstan_e2e::kube::{
+    apply_docs, can_i, chart_docs, create_namespace, delete_namespace, get_json, install_crds, kubeconfig, kubectl,
+    kubectl_ok, run_tool, spawn_controller, tail, text, wait_for, write_impersonating, ChartDocs, Kill, AGENT_SA,
+    CHART_NS, CONTROLLER_SA,
+};
+use capstan_e2e::{capstan_bin, workspace_root, Capstan};
 use serde_json::Value;
-
-const CHART_NS: &str = "capstan-system";
-const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
-const AGENT_SA: &str = "system:serviceaccount:capstan-system:capstan-agent";
-
-fn kubeconfig() -> PathBuf {
-    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
-    });
-    PathBuf::from(k)
-}
-
-fn tool(name: &str) -> PathBuf {
-    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
-fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(tool(name));
-    cmd.env("KUBECONFIG", kubeconfig()).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn kubectl(args: &[&str]) -> Output {
-    run_tool("kubectl", args, None)
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let o = run_tool("kubectl", args, stdin);
-    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(&a);
-    if !o.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&o.stdout).ok()
-}
-
-/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and the
-/// last state `describe` shows. (A guard against hanging, not a timing assertion.)
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out waiting for {what}\n{}", describe());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 static SETUP: Once = Once::new();
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -102,50 +36,16 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn setup() -> PathBuf {
     let imp = std::env::temp_dir().join(format!("capstan-kubeconfig-controller-{}", std::process::id()));
     SETUP.call_once(|| {
-        let crds = workspace_root().join("helm/capstan/crds");
-        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
-        kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "crd/trainingjobs.capstan.dev"], None);
-        let _ = kubectl(&["create", "namespace", CHART_NS]);
-        let chart = workspace_root().join("helm/capstan");
-        let o = run_tool(
-            "helm",
-            &[
-                "template",
-                "capstan",
-                chart.to_str().unwrap(),
-                "--namespace",
-                CHART_NS,
-                "--show-only",
-                "templates/controller.yaml",
-                "--show-only",
-                "templates/agent.yaml",
-            ],
-            None,
-        );
-        assert!(o.status.success(), "helm template failed:\n{}", text(&o));
+        install_crds(&["trainingjobs.capstan.dev"]);
         // The ServiceAccounts and their RBAC; the Deployment and DaemonSet would need a real
         // image and kubelet.
-        let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
-            .unwrap()
-            .split("\n---")
-            .filter(|d| !d.contains("kind: Deployment") && !d.contains("kind: DaemonSet"))
-            .collect();
-        kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+        let docs = chart_docs(&["templates/controller.yaml", "templates/agent.yaml"], ChartDocs::WithoutWorkloads);
+        apply_docs(&docs);
         // The same cluster, as the controller's ServiceAccount.
-        let kc = std::fs::read_to_string(kubeconfig()).unwrap();
-        assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
-        std::fs::write(&imp, kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "))).unwrap();
-        std::fs::write(agent_kubeconfig(), kc.replace("    token: ", &format!("    as: {AGENT_SA}\n    token: ")))
-            .unwrap();
+        write_impersonating(&imp, CONTROLLER_SA);
+        write_impersonating(&agent_kubeconfig(), AGENT_SA);
         // Sanity: impersonation works and is limited.
-        let can = |verb: &str, res: &str| {
-            let o = Command::new(tool("kubectl"))
-                .env("KUBECONFIG", &imp)
-                .args(["auth", "can-i", verb, res, "-A"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).trim() == "yes"
-        };
+        let can = |verb: &str, res: &str| can_i(&imp, verb, res, None);
         assert!(can("create", "pods"), "the chart lets the controller create pods");
         assert!(!can("create", "secrets"), "the chart must not let the controller touch secrets");
         assert!(!can("delete", "nodes"), "the chart must not let the controller delete nodes");
@@ -175,8 +75,7 @@ impl Env {
     fn with_tracking(prefix: &str, tracking: Option<&str>) -> Env {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let kubeconfig = setup();
-        let ns = unique_name(prefix);
-        kubectl_ok(&["create", "namespace", &ns], None);
+        let ns = create_namespace(prefix);
         let log = std::env::temp_dir().join(format!("{ns}-controller.log"));
         let mut env = Env { ns, controller: None, log, kubeconfig, _serial: serial };
         env.controller = Some(env.start_controller(tracking, "0"));
@@ -185,22 +84,11 @@ impl Env {
 
     fn start_controller(&self, tracking: Option<&str>, identity: &str) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(capstan_bin());
-        cmd.arg("controller")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--watch-namespace", &self.ns])
-            .args(["--leader-election-namespace", CHART_NS])
-            .args(["--leader-election-lease", &format!("lease-{}", self.ns)])
-            .args(["--identity", &format!("{}-{identity}", self.ns)])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .env_remove("KUBECONFIG")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(t) = tracking {
-            cmd.args(["--tracking-server", t]);
-        }
-        cmd.spawn().expect("spawn capstan controller")
+        let extra = match tracking {
+            Some(t) => vec!["--tracking-server", t],
+            None => vec![],
+        };
+        spawn_controller(&self.kubeconfig, &self.ns, identity, &extra, log)
     }
 
     fn log(&self) -> String {
@@ -209,6 +97,11 @@ impl Env {
 
     fn apply(&self, yaml: &str) -> String {
         kubectl_ok(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml))
+    }
+
+    /// `kubectl patch trainingjob NAME --type=merge -p PATCH` (must succeed).
+    fn merge_patch(&self, job: &str, patch: &str) {
+        kubectl_ok(&["patch", "trainingjob", job, "-n", &self.ns, "--type=merge", "-p", patch], None);
     }
 
     fn job(&self, name: &str) -> Option<Value> {
@@ -224,10 +117,7 @@ impl Env {
     fn describe(&self, job: &str) -> String {
         let d = kubectl(&["describe", "trainingjob", job, "-n", &self.ns]);
         let p = kubectl(&["get", "pods", "-n", &self.ns, "-o", "wide"]);
-        let log = self.log();
-        let tail: String =
-            log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        format!("{}\n{}\ncontroller log (tail):\n{tail}", text(&d), text(&p))
+        format!("{}\n{}\ncontroller log (tail):\n{}", text(&d), text(&p), tail(&self.log(), 30))
     }
 
     /// Wait until the job's phase is `phase`; returns the job.
@@ -261,7 +151,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Delete the namespace while the controller still runs (it removes its finalizers),
         // and wait, so the next test finds every GPU free.
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
+        delete_namespace(&self.ns);
         if let Some(mut c) = self.controller.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -407,19 +297,7 @@ fn suspend_stops_the_pods_and_resume_starts_them_again() {
     let env = Env::new("kc-suspend");
     env.apply(&job_yaml("pausable", 2, 2, "", ""));
     env.wait_pods_running("pausable", 2);
-    kubectl_ok(
-        &[
-            "patch",
-            "trainingjob",
-            "pausable",
-            "-n",
-            &env.ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"runPolicy":{"suspend":true}}}"#,
-        ],
-        None,
-    );
+    env.merge_patch("pausable", r#"{"spec":{"runPolicy":{"suspend":true}}}"#);
     env.wait_phase("pausable", "Suspended");
     wait_for(
         Duration::from_secs(60),
@@ -427,19 +305,7 @@ fn suspend_stops_the_pods_and_resume_starts_them_again() {
         || env.pods("pausable").is_empty().then_some(()),
         || env.describe("pausable"),
     );
-    kubectl_ok(
-        &[
-            "patch",
-            "trainingjob",
-            "pausable",
-            "-n",
-            &env.ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"runPolicy":{"suspend":false}}}"#,
-        ],
-        None,
-    );
+    env.merge_patch("pausable", r#"{"spec":{"runPolicy":{"suspend":false}}}"#);
     let pods = env.wait_pods_running("pausable", 2);
     let attempt = pods[0]["metadata"]["labels"]["capstan.dev/attempt"].as_str().unwrap().to_string();
     assert_ne!(attempt, "1", "a resumed gang is a new attempt");
@@ -539,7 +405,7 @@ fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     setup();
     let chart = workspace_root().join("helm/capstan");
     let chart = chart.to_str().unwrap();
-    let o = run_tool("helm", &["lint", chart], None);
+    let o = run_tool("helm", &kubeconfig(), &["lint", chart], None);
     assert!(o.status.success(), "helm lint:\n{}", text(&o));
     for set in [
         vec![],
@@ -556,19 +422,20 @@ fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     ] {
         let mut args = vec!["template", "capstan", chart, "--namespace", CHART_NS];
         args.extend(set.iter().copied());
-        let o = run_tool("helm", &args, None);
+        let o = run_tool("helm", &kubeconfig(), &args, None);
         assert!(o.status.success(), "helm template {set:?}:\n{}", text(&o));
         let rendered = String::from_utf8(o.stdout).unwrap();
         for kind in ["Deployment", "DaemonSet", "ClusterRole", "Service", "ServiceAccount"] {
             assert!(rendered.contains(&format!("kind: {kind}")), "{kind} missing");
         }
-        let applied = run_tool("kubectl", &["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
+        let applied = run_tool("kubectl", &kubeconfig(), &["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
         assert!(applied.status.success(), "the API server refused the chart:\n{}", text(&applied));
     }
     // values.schema.json and the template's own checks refuse bad values, naming them.
-    let o = run_tool("helm", &["template", "capstan", chart, "--set", "server.storage.type=mysql"], None);
+    let o =
+        run_tool("helm", &kubeconfig(), &["template", "capstan", chart, "--set", "server.storage.type=mysql"], None);
     assert!(!o.status.success() && text(&o).contains("storage"), "{}", text(&o));
-    let o = run_tool("helm", &["template", "capstan", chart, "--set", "server.replicas=2"], None);
+    let o = run_tool("helm", &kubeconfig(), &["template", "capstan", chart, "--set", "server.replicas=2"], None);
     assert!(!o.status.success() && text(&o).contains("postgres"), "{}", text(&o));
 }
 
@@ -622,13 +489,6 @@ fn the_agent_marks_its_node_and_the_scheduler_avoids_its_unhealthy_gpus() {
     let node = "gpu-node-3";
     let data = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-agent.log", env.ns))).unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _agent = Kill(
         Command::new(capstan_bin())
             .args(["agent", "--server", capstan.url(), "--simulate-gpus", "8xNVIDIA-H100-80GB-HBM3"])

@@ -6,42 +6,14 @@
 //!     eval "$(tests/cluster/up.sh /tmp/capstan-cluster)"   # sets KUBECONFIG
 //!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --test kube_crds
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Once;
 
+use capstan_e2e::kube::{kubeconfig, kubectl_with, text};
 use capstan_e2e::workspace_root;
 
-fn kubeconfig() -> PathBuf {
-    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
-    });
-    PathBuf::from(k)
-}
-
-fn kubectl_bin() -> PathBuf {
-    let k = kubeconfig();
-    let bin = k.parent().unwrap().join("bin/kubectl");
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
 fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(kubectl_bin());
-    cmd.env("KUBECONFIG", kubeconfig()).args(args);
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn kubectl");
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    kubectl_with(&kubeconfig(), args, stdin)
 }
 
 static CRDS: Once = Once::new();

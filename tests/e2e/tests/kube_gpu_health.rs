@@ -17,140 +17,31 @@
 #![cfg(feature = "cluster")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use capstan_e2e::{capstan_bin, unique_name, workspace_root, Capstan};
+use capstan_e2e::kube::{
+    apply_docs, can_i, chart_docs, create_namespace, delete_namespace, file_tail, get_json, install_crds, kubeconfig,
+    kubectl, kubectl_ok, spawn_controller, text, tool, wait_for, write_impersonating, ChartDocs, Kill, AGENT_SA,
+    CONTROLLER_SA,
+};
+use capstan_e2e::{capstan_bin, Capstan};
 use serde_json::Value;
-
-const CHART_NS: &str = "capstan-system";
-const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
-const AGENT_SA: &str = "system:serviceaccount:capstan-system:capstan-agent";
-
-fn kubeconfig() -> PathBuf {
-    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
-    });
-    PathBuf::from(k)
-}
-
-fn tool(name: &str) -> PathBuf {
-    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
-fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(tool(name));
-    cmd.env("KUBECONFIG", kubeconfig()).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn kubectl(args: &[&str]) -> Output {
-    run_tool("kubectl", args, None)
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let o = run_tool("kubectl", args, stdin);
-    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(&a);
-    if !o.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&o.stdout).ok()
-}
-
-/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and what
-/// `describe` shows. (A guard against hanging, not a timing assertion.)
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out waiting for {what}\n{}", describe());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The CRDs and the chart's RBAC for the controller and the agent; kubeconfigs that
 /// impersonate their ServiceAccounts: (controller's, agent's).
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
-    let crds = workspace_root().join("helm/capstan/crds");
-    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
-    kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "crd/trainingjobs.capstan.dev"], None);
-    let _ = kubectl(&["create", "namespace", CHART_NS]);
-    let chart = workspace_root().join("helm/capstan");
-    let o = run_tool(
-        "helm",
-        &[
-            "template",
-            "capstan",
-            chart.to_str().unwrap(),
-            "--namespace",
-            CHART_NS,
-            "--show-only",
-            "templates/controller.yaml",
-            "--show-only",
-            "templates/agent.yaml",
-        ],
-        None,
-    );
-    assert!(o.status.success(), "helm template failed:\n{}", text(&o));
-    let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
-        .unwrap()
-        .split("\n---")
-        .filter(|d| !d.contains("kind: Deployment") && !d.contains("kind: DaemonSet"))
-        .collect();
-    kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
-    let kc = std::fs::read_to_string(kubeconfig()).unwrap();
-    assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
+    install_crds(&["trainingjobs.capstan.dev"]);
+    let docs = chart_docs(&["templates/controller.yaml", "templates/agent.yaml"], ChartDocs::WithoutWorkloads);
+    apply_docs(&docs);
     let controller = dir.join("kubeconfig-controller");
     let agent = dir.join("kubeconfig-agent");
-    std::fs::write(&controller, kc.replace("    token: ", &format!("    as: {CONTROLLER_SA}\n    token: "))).unwrap();
-    std::fs::write(&agent, kc.replace("    token: ", &format!("    as: {AGENT_SA}\n    token: "))).unwrap();
-    let can = |verb: &str, res: &str| {
-        let o = Command::new(tool("kubectl"))
-            .env("KUBECONFIG", &agent)
-            .args(["auth", "can-i", verb, res, "-A"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim() == "yes"
-    };
+    write_impersonating(&controller, CONTROLLER_SA);
+    write_impersonating(&agent, AGENT_SA);
+    let can = |verb: &str, res: &str| can_i(&agent, verb, res, None);
     assert!(can("patch", "pods"), "the chart lets the agent mark pods");
     assert!(!can("delete", "pods"), "the chart must not let the agent delete pods");
     (controller, agent)
-}
-
-/// A child process killed (and waited for) on drop.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// On drop: the node loses what the agent wrote on it (the agent is gone by then), and the
@@ -169,7 +60,7 @@ impl Drop for Cleanup {
             let _ = kubectl(&["annotate", "node", node, "capstan.dev/unhealthy-gpus-"]);
             let _ = kubectl(&["taint", "node", node, "capstan.dev/gpu-unhealthy-"]);
         }
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
+        delete_namespace(&self.ns);
         drop(self.controller.take());
     }
 }
@@ -218,40 +109,20 @@ fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_
     let capstan = Capstan::start();
     let dir = tempfile::tempdir().unwrap();
     let (controller_kc, agent_kc) = setup(dir.path());
-    let ns = unique_name("kc-gpu-health");
-    kubectl_ok(&["create", "namespace", &ns], None);
+    let ns = create_namespace("kc-gpu-health");
     let controller_log = dir.path().join("controller.log");
     let log = std::fs::File::create(&controller_log).unwrap();
-    let controller = Kill(
-        Command::new(capstan_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&controller_kc)
-            .args(["--watch-namespace", &ns])
-            .args(["--leader-election-namespace", CHART_NS])
-            .args(["--leader-election-lease", &format!("lease-{ns}")])
-            .args(["--identity", &format!("{ns}-0")])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .env_remove("KUBECONFIG")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn capstan controller"),
-    );
+    let controller = Kill(spawn_controller(&controller_kc, &ns, "0", &[], log));
     let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: Some(controller), agent: None };
     let describe = || {
         let d = kubectl(&["describe", "trainingjob", "-n", &ns]);
         let p = kubectl(&["get", "pods", "-n", &ns, "-o", "wide"]);
-        let log = std::fs::read_to_string(&controller_log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        let agent = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-        let atail: Vec<&str> = agent.lines().rev().take(30).collect();
         format!(
             "{}\n{}\ncontroller log (tail):\n{}\nagent log (tail):\n{}",
             text(&d),
             text(&p),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            atail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            file_tail(&controller_log, 30),
+            file_tail(&dir.path().join("agent.log"), 30)
         )
     };
     let running_pod = |name: &str| {

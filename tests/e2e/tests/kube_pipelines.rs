@@ -23,85 +23,20 @@
 //!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --features cluster --test kube_pipelines
 #![cfg(feature = "cluster")]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use capstan_e2e::{capstan_bin, free_port, unique_name, workspace_root};
+use capstan_e2e::capstan_bin;
+use capstan_e2e::kube::{
+    apply_docs, can_i, chart_docs, get_json, install_crds, kubectl, kubectl_ok, text, wait_for, write_impersonating,
+    ChartDocs, KubeEnv, CONTROLLER_SA, SERVER_SA,
+};
+use capstan_e2e::webhooks::{git_as, github_examples as examples, python_hmac_sha256 as python_sign};
 use serde_json::Value;
 
-const CHART_NS: &str = "capstan-system";
-const SERVER_SA: &str = "system:serviceaccount:capstan-system:capstan-server";
-const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
 const SECRET: &str = "It's a Secret to Everybody";
-
-fn kubeconfig() -> PathBuf {
-    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
-    });
-    PathBuf::from(k)
-}
-
-fn tool(name: &str) -> PathBuf {
-    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
-fn run_tool(name: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(tool(name));
-    cmd.env("KUBECONFIG", kubeconfig).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn kubectl(args: &[&str]) -> Output {
-    run_tool("kubectl", &kubeconfig(), args, None)
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let o = run_tool("kubectl", &kubeconfig(), args, stdin);
-    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(&a);
-    if !o.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&o.stdout).ok()
-}
-
-/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and the
-/// last state `describe` shows. (A guard against hanging, not a timing assertion.)
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out waiting for {what}\n{}", describe());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 static SETUP: Once = Once::new();
 
@@ -114,50 +49,16 @@ fn impersonating(sa: &str) -> PathBuf {
 /// that impersonate their ServiceAccounts.
 fn setup() {
     SETUP.call_once(|| {
-        let crds = workspace_root().join("helm/capstan/crds");
-        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
-        for crd in ["pipelines.capstan.dev", "pipelineruns.capstan.dev", "trainingjobs.capstan.dev"] {
-            kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", &format!("crd/{crd}")], None);
-        }
-        let _ = kubectl(&["create", "namespace", CHART_NS]);
-        let chart = workspace_root().join("helm/capstan");
-        let o = run_tool(
-            "helm",
-            &kubeconfig(),
-            &[
-                "template",
-                "capstan",
-                chart.to_str().unwrap(),
-                "--namespace",
-                CHART_NS,
-                "--show-only",
-                "templates/server.yaml",
-                "--show-only",
-                "templates/controller.yaml",
-            ],
-            None,
-        );
-        assert!(o.status.success(), "helm template failed:\n{}", text(&o));
+        install_crds(&["pipelines.capstan.dev", "pipelineruns.capstan.dev", "trainingjobs.capstan.dev"]);
         // The ServiceAccounts and their RBAC only: the Deployments would need a real image.
-        let rbac = ["kind: ServiceAccount", "kind: ClusterRole", "kind: Role", "kind: RoleBinding"];
-        let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
-            .unwrap()
-            .split("\n---")
-            .filter(|d| d.lines().any(|l| rbac.iter().any(|k| l.starts_with(k))))
-            .collect();
+        let docs = chart_docs(&["templates/server.yaml", "templates/controller.yaml"], ChartDocs::RbacOnly);
         assert!(docs.iter().any(|d| d.contains("capstan-server-pipelines")), "the chart has the server's RBAC");
-        kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
-        let kc = std::fs::read_to_string(kubeconfig()).unwrap();
-        assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
+        apply_docs(&docs);
         for sa in [SERVER_SA, CONTROLLER_SA] {
-            std::fs::write(impersonating(sa), kc.replace("    token: ", &format!("    as: {sa}\n    token: ")))
-                .unwrap();
+            write_impersonating(&impersonating(sa), sa);
         }
         // The server's permissions are what webhooks need and nothing more.
-        let can = |verb: &str, res: &str| {
-            let o = run_tool("kubectl", &impersonating(SERVER_SA), &["auth", "can-i", verb, res, "-A"], None);
-            String::from_utf8_lossy(&o.stdout).trim() == "yes"
-        };
+        let can = |verb: &str, res: &str| can_i(&impersonating(SERVER_SA), verb, res, None);
         assert!(can("list", "pipelines.capstan.dev"), "the server lists Pipelines");
         assert!(can("create", "pipelineruns.capstan.dev"), "the server creates PipelineRuns");
         assert!(can("get", "secrets"), "the server reads webhook Secrets");
@@ -170,100 +71,20 @@ fn setup() {
 }
 
 /// A namespace of the test, deleted at the end, with the processes it started.
-struct Env {
-    ns: String,
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
+fn new_env(prefix: &str) -> KubeEnv {
+    setup();
+    KubeEnv::new(prefix, "capstan-kp-")
 }
 
-impl Env {
-    fn new(prefix: &str) -> Env {
-        setup();
-        let ns = unique_name(prefix);
-        kubectl_ok(&["create", "namespace", &ns], None);
-        Env { ns, dir: tempfile::Builder::new().prefix("capstan-kp-").tempdir().unwrap(), children: Vec::new() }
-    }
+/// What this suite reads of its namespace.
+trait Describe {
+    /// The PipelineRuns of the namespace.
+    fn runs(&self) -> Vec<Value>;
+    /// The objects of the namespace and the processes' logs (tails), for failure messages.
+    fn describe(&self) -> String;
+}
 
-    fn apply(&self, yaml: &str) {
-        kubectl_ok(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
-    }
-
-    fn log_path(&self, what: &str) -> PathBuf {
-        self.dir.path().join(format!("{what}.log"))
-    }
-
-    fn log(&self, what: &str) -> String {
-        std::fs::read_to_string(self.log_path(what)).unwrap_or_default()
-    }
-
-    /// `capstan server --kubernetes` as the chart's server ServiceAccount; its URL.
-    fn start_server(&mut self) -> String {
-        let data = self.dir.path().join("server-data");
-        for _try in 0..5 {
-            let port = free_port();
-            let log = std::fs::File::create(self.log_path("server")).unwrap();
-            let mut child = Command::new(capstan_bin())
-                .args(["server", "--kubernetes", "--kubeconfig"])
-                .arg(impersonating(SERVER_SA))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-                .arg(&data)
-                .env_remove("KUBECONFIG")
-                .env_remove("CAPSTAN_API_TOKEN")
-                .env_remove("CAPSTAN_DATABASE_URL")
-                .env_remove("CAPSTAN_ARTIFACTS_DESTINATION")
-                .env_remove("CAPSTAN_LISTEN")
-                .env_remove("CAPSTAN_DATA_DIR")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("spawn capstan server");
-            let url = format!("http://127.0.0.1:{port}");
-            let http = reqwest::blocking::Client::new();
-            let start = Instant::now();
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let log = self.log("server");
-                    if log.contains("Address already in use") {
-                        break;
-                    }
-                    panic!("capstan server --kubernetes exited ({status}):\n{log}");
-                }
-                if http.get(format!("{url}/healthz")).send().is_ok_and(|r| r.status().as_u16() == 200) {
-                    self.children.push(child);
-                    return url;
-                }
-                if start.elapsed() > Duration::from_secs(60) {
-                    let _ = child.kill();
-                    panic!("capstan server --kubernetes did not become healthy:\n{}", self.log("server"));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("capstan server could not bind a port in 5 tries:\n{}", self.log("server"));
-    }
-
-    /// `capstan controller` for this namespace as the chart's controller ServiceAccount.
-    fn start_controller(&mut self) {
-        let log = std::fs::File::create(self.log_path("controller")).unwrap();
-        let child = Command::new(capstan_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(impersonating(CONTROLLER_SA))
-            .args(["--watch-namespace", &self.ns])
-            .args(["--leader-election-namespace", CHART_NS])
-            .args(["--leader-election-lease", &format!("lease-{}", self.ns)])
-            .args(["--identity", &format!("{}-0", self.ns)])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn capstan controller");
-        self.children.push(child);
-    }
-
+impl Describe for KubeEnv {
     fn runs(&self) -> Vec<Value> {
         get_json(&["pipelineruns", "-n", &self.ns])
             .and_then(|v| v["items"].as_array().cloned())
@@ -282,51 +103,7 @@ impl Env {
 }
 
 fn tail(s: &str) -> String {
-    s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Delete the namespace while the controller runs (it removes its finalizers).
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// GitHub's examples of one event, from the npm package.
-fn examples(event: &str) -> Vec<Value> {
-    let dir = std::env::var("CAPSTAN_WEBHOOK_EXAMPLES").unwrap_or_else(|_| {
-        panic!(
-            "CAPSTAN_WEBHOOK_EXAMPLES is not set: run `eval \"$(scripts/webhook-examples-setup.sh)\"` (installs npm \
-             @octokit/webhooks-examples into the cache)"
-        )
-    });
-    let path = Path::new(&dir).join("index.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let all: Vec<Value> = serde_json::from_str(&text).expect("index.json is JSON");
-    let entry = all.iter().find(|e| e["name"] == event).unwrap_or_else(|| panic!("no {event} examples"));
-    entry["examples"].as_array().expect("examples").clone()
-}
-
-/// `sha256=<hex>` by Python's hmac module (an implementation independent of the server's).
-fn python_sign(secret: &str, body: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("body");
-    std::fs::write(&file, body).unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import hmac, hashlib, sys; print('sha256=' + hmac.new(sys.argv[1].encode(), open(sys.argv[2], 'rb').read(), hashlib.sha256).hexdigest())",
-            secret,
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "python3 hmac failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    capstan_e2e::kube::tail(s, 40)
 }
 
 /// POST a GitHub webhook: (status, body).
@@ -367,7 +144,7 @@ fn pipeline_yaml(name: &str, trigger: &str) -> String {
 
 #[test]
 fn a_signed_github_push_creates_one_pipelinerun_on_the_cluster_and_replays_and_bad_signatures_none() {
-    let mut env = Env::new("kp-hook");
+    let mut env = new_env("kp-hook");
     kubectl_ok(
         &["create", "secret", "generic", "hook", "-n", &env.ns, &format!("--from-literal=secret={SECRET}")],
         None,
@@ -376,7 +153,7 @@ fn a_signed_github_push_creates_one_pipelinerun_on_the_cluster_and_replays_and_b
         "hello",
         "        repo: https://github.com/Codertocat/Hello-World\n        branches: [master, main]\n        provider: github\n        secretRef: {name: hook}\n",
     ));
-    let url = env.start_server();
+    let url = env.start_server(&impersonating(SERVER_SA));
 
     // A push to master: GitHub's payload, signed with the Secret's value.
     let push = examples("push")
@@ -457,7 +234,7 @@ fn a_signed_github_push_creates_one_pipelinerun_on_the_cluster_and_replays_and_b
     assert!(!o.status.success() && text(&o).contains("kubectl create secret generic"), "{}", text(&o));
 
     // The controller runs the webhook's run: its first step becomes a TrainingJob.
-    env.start_controller();
+    env.start_controller(&impersonating(CONTROLLER_SA), &[]);
     let selector = format!("capstan.dev/pipeline-run={run_name}");
     let job = wait_for(
         Duration::from_secs(90),
@@ -473,14 +250,7 @@ fn a_signed_github_push_creates_one_pipelinerun_on_the_cluster_and_replays_and_b
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(o.status.success(), "git {args:?}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    git_as("Ada", dir, args)
 }
 
 fn commit_and_push(work: &Path, content: &str, message: &str) -> String {
@@ -493,11 +263,11 @@ fn commit_and_push(work: &Path, content: &str, message: &str) -> String {
 
 #[test]
 fn a_poll_trigger_on_the_cluster_starts_one_run_per_pushed_commit() {
-    let mut env = Env::new("kp-poll");
-    let bare = env.dir.path().join("repo.git");
-    let work = env.dir.path().join("work");
+    let mut env = new_env("kp-poll");
+    let bare = env.dir().join("repo.git");
+    let work = env.dir().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    git(env.dir.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    git(env.dir(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
     git(&work, &["init", "-q"]);
     git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
     let first = commit_and_push(&work, "print(1)\n", "first");
@@ -505,10 +275,10 @@ fn a_poll_trigger_on_the_cluster_starts_one_run_per_pushed_commit() {
         "polled",
         &format!("        repo: {}\n        branches: [main]\n        pollIntervalSeconds: 1\n", bare.display()),
     ));
-    env.start_controller();
+    env.start_controller(&impersonating(CONTROLLER_SA), &[]);
 
     // The first poll only records the heads.
-    let heads = |env: &Env| -> Option<(String, String)> {
+    let heads = |env: &KubeEnv| -> Option<(String, String)> {
         let p = get_json(&["pipeline", "polled", "-n", &env.ns])?;
         let poll = &p["status"]["polls"][0];
         Some((poll["heads"]["main"].as_str()?.to_string(), poll["lastPollTime"].as_str()?.to_string()))

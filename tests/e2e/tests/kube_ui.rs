@@ -22,84 +22,15 @@
 //!     CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG cargo test -p capstan-e2e --features cluster --test kube_ui
 #![cfg(feature = "cluster")]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use capstan_e2e::{capstan_bin, free_port, unique_name, workspace_root};
+use capstan_e2e::kube::{
+    apply_docs, can_i, chart_docs, get_json, install_crds, kubectl, kubectl_ok, text, wait_for, write_impersonating,
+    ChartDocs, KubeEnv, CONTROLLER_SA, SERVER_SA,
+};
 use serde_json::Value;
-
-const CHART_NS: &str = "capstan-system";
-const SERVER_SA: &str = "system:serviceaccount:capstan-system:capstan-server";
-const CONTROLLER_SA: &str = "system:serviceaccount:capstan-system:capstan-controller";
-
-fn kubeconfig() -> PathBuf {
-    let k = std::env::var("CAPSTAN_TEST_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("CAPSTAN_TEST_KUBECONFIG is not set: start the test control plane with `eval \"$(tests/cluster/up.sh DIR)\"` and export CAPSTAN_TEST_KUBECONFIG=$KUBECONFIG (scripts/test.sh does this)")
-    });
-    PathBuf::from(k)
-}
-
-fn tool(name: &str) -> PathBuf {
-    let bin = kubeconfig().parent().unwrap().join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: tests/cluster/up.sh writes it", bin.display());
-    bin
-}
-
-fn run_tool(name: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(tool(name));
-    cmd.env("KUBECONFIG", kubeconfig).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn kubectl(args: &[&str]) -> Output {
-    run_tool("kubectl", &kubeconfig(), args, None)
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let o = run_tool("kubectl", &kubeconfig(), args, stdin);
-    assert!(o.status.success(), "kubectl {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(&a);
-    if !o.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&o.stdout).ok()
-}
-
-/// Poll `f` every 200 ms until it gives Some, or panic after `timeout` with `what` and the
-/// last state `describe` shows. (A guard against hanging, not a timing assertion.)
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out waiting for {what}\n{}", describe());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 static SETUP: Once = Once::new();
 
@@ -112,60 +43,23 @@ fn impersonating(sa: &str) -> PathBuf {
 /// that impersonate their ServiceAccounts.
 fn setup() {
     SETUP.call_once(|| {
-        let crds = workspace_root().join("helm/capstan/crds");
-        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None);
-        for crd in [
+        install_crds(&[
             "trainingjobs.capstan.dev",
             "queues.capstan.dev",
             "modeldeployments.capstan.dev",
             "pipelines.capstan.dev",
             "pipelineruns.capstan.dev",
-        ] {
-            kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", &format!("crd/{crd}")], None);
-        }
-        let _ = kubectl(&["create", "namespace", CHART_NS]);
-        let chart = workspace_root().join("helm/capstan");
-        let o = run_tool(
-            "helm",
-            &kubeconfig(),
-            &[
-                "template",
-                "capstan",
-                chart.to_str().unwrap(),
-                "--namespace",
-                CHART_NS,
-                "--show-only",
-                "templates/server.yaml",
-                "--show-only",
-                "templates/controller.yaml",
-            ],
-            None,
-        );
-        assert!(o.status.success(), "helm template failed:\n{}", text(&o));
+        ]);
         // The ServiceAccounts and their RBAC only: the Deployments would need a real image.
-        let rbac = ["kind: ServiceAccount", "kind: ClusterRole", "kind: Role", "kind: RoleBinding"];
-        let docs: Vec<&str> = std::str::from_utf8(&o.stdout)
-            .unwrap()
-            .split("\n---")
-            .filter(|d| d.lines().any(|l| rbac.iter().any(|k| l.starts_with(k))))
-            .collect();
+        let docs = chart_docs(&["templates/server.yaml", "templates/controller.yaml"], ChartDocs::RbacOnly);
         assert!(docs.iter().any(|d| d.contains("capstan-server-ui")), "the chart has the server's UI RBAC");
-        kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
-        let kc = std::fs::read_to_string(kubeconfig()).unwrap();
-        assert!(kc.contains("    token: "), "unexpected kubeconfig layout:\n{kc}");
+        apply_docs(&docs);
         for sa in [SERVER_SA, CONTROLLER_SA] {
-            std::fs::write(impersonating(sa), kc.replace("    token: ", &format!("    as: {sa}\n    token: ")))
-                .unwrap();
+            write_impersonating(&impersonating(sa), sa);
         }
         // The server reads what the pages show, and writes none of it.
         let can_sub = |verb: &str, res: &str, sub: &str| {
-            let mut args = vec!["auth", "can-i", verb, res, "-A"];
-            let sub = format!("--subresource={sub}");
-            if sub.len() > "--subresource=".len() {
-                args.push(&sub);
-            }
-            let o = run_tool("kubectl", &impersonating(SERVER_SA), &args, None);
-            String::from_utf8_lossy(&o.stdout).trim() == "yes"
+            can_i(&impersonating(SERVER_SA), verb, res, Some(sub).filter(|s| !s.is_empty()))
         };
         let can = |verb: &str, res: &str| can_sub(verb, res, "");
         for res in ["trainingjobs", "queues", "modeldeployments", "pipelines", "pipelineruns"] {
@@ -181,106 +75,18 @@ fn setup() {
 }
 
 /// A namespace (and a Queue) of the test, deleted at the end, with the processes it started.
-struct Env {
-    ns: String,
-    queue: Option<String>,
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
+fn new_env(prefix: &str) -> KubeEnv {
+    setup();
+    KubeEnv::new(prefix, "capstan-kui-")
 }
 
-impl Env {
-    fn new(prefix: &str) -> Env {
-        setup();
-        let ns = unique_name(prefix);
-        kubectl_ok(&["create", "namespace", &ns], None);
-        Env {
-            ns,
-            queue: None,
-            dir: tempfile::Builder::new().prefix("capstan-kui-").tempdir().unwrap(),
-            children: Vec::new(),
-        }
-    }
+/// What this suite reads of its namespace.
+trait Describe {
+    /// The objects of the namespace and the processes' logs (tails), for failure messages.
+    fn describe(&self) -> String;
+}
 
-    fn apply(&self, yaml: &str) {
-        kubectl_ok(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
-    }
-
-    fn log_path(&self, what: &str) -> PathBuf {
-        self.dir.path().join(format!("{what}.log"))
-    }
-
-    fn log(&self, what: &str) -> String {
-        std::fs::read_to_string(self.log_path(what)).unwrap_or_default()
-    }
-
-    /// `capstan server --kubernetes` as the chart's server ServiceAccount; its URL.
-    fn start_server(&mut self) -> String {
-        let data = self.dir.path().join("server-data");
-        for _try in 0..5 {
-            let port = free_port();
-            let log = std::fs::File::create(self.log_path("server")).unwrap();
-            let mut child = Command::new(capstan_bin())
-                .args(["server", "--kubernetes", "--kubeconfig"])
-                .arg(impersonating(SERVER_SA))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-                .arg(&data)
-                .env_remove("KUBECONFIG")
-                .env_remove("CAPSTAN_API_TOKEN")
-                .env_remove("CAPSTAN_DATABASE_URL")
-                .env_remove("CAPSTAN_ARTIFACTS_DESTINATION")
-                .env_remove("CAPSTAN_LISTEN")
-                .env_remove("CAPSTAN_DATA_DIR")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("spawn capstan server");
-            let url = format!("http://127.0.0.1:{port}");
-            let http = reqwest::blocking::Client::new();
-            let start = Instant::now();
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let log = self.log("server");
-                    if log.contains("Address already in use") {
-                        break;
-                    }
-                    panic!("capstan server --kubernetes exited ({status}):\n{log}");
-                }
-                if http.get(format!("{url}/healthz")).send().is_ok_and(|r| r.status().as_u16() == 200) {
-                    self.children.push(child);
-                    return url;
-                }
-                if start.elapsed() > Duration::from_secs(60) {
-                    let _ = child.kill();
-                    panic!("capstan server --kubernetes did not become healthy:\n{}", self.log("server"));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("capstan server could not bind a port in 5 tries:\n{}", self.log("server"));
-    }
-
-    /// `capstan controller` for this namespace as the chart's controller ServiceAccount.
-    fn start_controller(&mut self) {
-        let log = std::fs::File::create(self.log_path("controller")).unwrap();
-        let child = Command::new(capstan_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(impersonating(CONTROLLER_SA))
-            .args(["--watch-namespace", &self.ns])
-            .args(["--leader-election-namespace", CHART_NS])
-            .args(["--leader-election-lease", &format!("lease-{}", self.ns)])
-            .args(["--identity", &format!("{}-0", self.ns)])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn capstan controller");
-        self.children.push(child);
-    }
-
+impl Describe for KubeEnv {
     fn describe(&self) -> String {
         let o = kubectl(&["get", "trainingjobs,modeldeployments,pipelines,pods", "-n", &self.ns, "-o", "yaml"]);
         format!(
@@ -293,21 +99,7 @@ impl Env {
 }
 
 fn tail(s: &str) -> String {
-    s.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Delete the namespace while the controller runs (it removes its finalizers).
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=90s"]);
-        if let Some(q) = &self.queue {
-            let _ = kubectl(&["delete", "queue", q, "--wait=false"]);
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    capstan_e2e::kube::tail(s, 60)
 }
 
 /// GET `path` of the server: status and body.
@@ -354,7 +146,7 @@ fn row_of<'a>(html: &'a str, table: &str, needle: &str) -> Option<&'a str> {
 
 #[test]
 fn the_ui_shows_the_clusters_jobs_queues_deployments_and_pipelines() {
-    let mut env = Env::new("kui");
+    let mut env = new_env("kui");
     let queue = format!("{}-q", env.ns);
     kubectl_ok(
         &["apply", "-f", "-"],
@@ -362,7 +154,7 @@ fn the_ui_shows_the_clusters_jobs_queues_deployments_and_pipelines() {
             "apiVersion: capstan.dev/v1alpha1\nkind: Queue\nmetadata:\n  name: {queue}\nspec:\n  quotas:\n    - product: \"*\"\n      nominal: 6\n"
         )),
     );
-    env.queue = Some(queue.clone());
+    env.delete_on_drop("queue", &queue);
     env.apply(&format!(
         "apiVersion: capstan.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: train\nspec:\n  image: trainer:1\n  replicas: 2\n  gpusPerReplica: 1\n  queue: {queue}\n  command: [\"python\", \"train.py\"]\n"
     ));
@@ -372,8 +164,8 @@ fn the_ui_shows_the_clusters_jobs_queues_deployments_and_pipelines() {
     env.apply(
         "apiVersion: capstan.dev/v1alpha1\nkind: Pipeline\nmetadata:\n  name: nightly\nspec:\n  steps:\n    - name: train\n      train:\n        template: {image: \"trainer:1\", command: [python, train.py]}\n",
     );
-    env.start_controller();
-    let url = env.start_server();
+    env.start_controller(&impersonating(CONTROLLER_SA), &[]);
+    let url = env.start_server(&impersonating(SERVER_SA));
     let ns = env.ns.clone();
 
     // The controller runs the gang on kwok GPU nodes and records events about it.

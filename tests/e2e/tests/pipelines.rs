@@ -12,47 +12,14 @@
 //!   evaluate -> gate -> register -> alias moved; and a push whose evaluation fails the gate.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use capstan_e2e::webhooks::{git_as, github_examples as examples, python_hmac_sha256 as python_sign};
 use capstan_e2e::*;
 use serde_json::{json, Value};
 
 const SECRET: &str = "It's a Secret to Everybody";
 const RUNS: &str = "/apis/capstan.dev/v1alpha1/namespaces/default/pipelineruns";
-
-/// GitHub's examples of one event, from the npm package.
-fn examples(event: &str) -> Vec<Value> {
-    let dir = std::env::var("CAPSTAN_WEBHOOK_EXAMPLES").unwrap_or_else(|_| {
-        panic!(
-            "CAPSTAN_WEBHOOK_EXAMPLES is not set: run `eval \"$(scripts/webhook-examples-setup.sh)\"` (installs npm \
-             @octokit/webhooks-examples into the cache)"
-        )
-    });
-    let path = Path::new(&dir).join("index.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let all: Vec<Value> = serde_json::from_str(&text).expect("index.json is JSON");
-    let entry = all.iter().find(|e| e["name"] == event).unwrap_or_else(|| panic!("no {event} examples"));
-    entry["examples"].as_array().expect("examples").clone()
-}
-
-/// `sha256=<hex>` by Python's hmac module.
-fn python_sign(secret: &str, body: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("body");
-    std::fs::write(&file, body).unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import hmac, hashlib, sys; print('sha256=' + hmac.new(sys.argv[1].encode(), open(sys.argv[2], 'rb').read(), hashlib.sha256).hexdigest())",
-            secret,
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "python3 hmac failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// POST a webhook with headers: (status, body).
 fn hook(cap: &Capstan, provider: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
@@ -294,14 +261,7 @@ fn wait_run(cap: &Capstan, name: &str, timeout: Duration) -> Value {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Ada Lovelace", "-c", "user.email=ada@example.com", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    git_as("Ada Lovelace", dir, args)
 }
 
 /// A bare repository and a clone of it with one commit on main.

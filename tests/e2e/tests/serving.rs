@@ -11,45 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{capstan_bin, free_port, run_bounded, unique_name, wait_until, workspace_root, Capstan};
+use capstan_e2e::python::{python, python_script, require_python_packages};
+use capstan_e2e::{capstan_bin, free_port, run_bounded, unique_name, wait_until, Capstan};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-
-fn python_script(name: &str) -> PathBuf {
-    workspace_root().join("tests/e2e/python").join(name)
-}
-
-fn require_python_packages() {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import mlflow, onnx, onnxruntime, tritonclient.http, kserve")
-        .output()
-        .expect("python3 must be installed");
-    assert!(
-        out.status.success(),
-        "the serving tests need python3 with mlflow-skinny, onnx, onnxruntime, tritonclient[http] and kserve \
-         (run scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn python(args: &[&str], env: &[(&str, &str)], what: &str) -> Value {
-    let mut cmd = Command::new("python3");
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = run_bounded(cmd, Duration::from_secs(180), what);
-    assert_eq!(out.code, 0, "{what} failed:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    let last = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("{what} printed no JSON:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: {e}: {last}"))
-}
 
 /// A `capstan serve` process, killed on drop.
 struct Served {

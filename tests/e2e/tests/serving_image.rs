@@ -20,46 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use capstan_e2e::python::{python, python_script, require_python_packages};
 use capstan_e2e::{
-    all_containers_of, capstan_bin, docker_socket_or_fail, podman, procs_with_env, run_bounded, running_containers_of,
-    unique_name, workspace_root, Capstan,
+    all_containers_of, capstan_bin, docker_socket_or_fail, podman, procs_with_env, running_containers_of, unique_name,
+    Capstan,
 };
 use serde_json::{json, Value};
-
-fn python_script(name: &str) -> PathBuf {
-    workspace_root().join("tests/e2e/python").join(name)
-}
-
-fn require_python_packages() {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import mlflow, onnx, onnxruntime, tritonclient.http, kserve")
-        .output()
-        .expect("python3 must be installed");
-    assert!(
-        out.status.success(),
-        "the serving tests need python3 with mlflow-skinny, onnx, onnxruntime, tritonclient[http] and kserve \
-         (run scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn python(args: &[&str], env: &[(&str, &str)], what: &str) -> Value {
-    let mut cmd = Command::new("python3");
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = run_bounded(cmd, Duration::from_secs(180), what);
-    assert_eq!(out.code, 0, "{what} failed:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    let last = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("{what} printed no JSON:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: {e}: {last}"))
-}
 
 /// Builds an ONNX classifier and registers it as version 1 of a new model; (model name, file).
 fn registered_model(capstan: &Capstan, prefix: &str) -> (String, PathBuf) {
