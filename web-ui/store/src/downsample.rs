@@ -10,7 +10,7 @@
 //!
 //! The store answers such a request without reading every point: it keeps, for each run and
 //! metric, a [`Summary`] per *tile* — a block of `16^level` consecutive steps, at levels
-//! 1..=[`MAX_LEVEL`] — updated in the same transaction as the points. Summaries merge
+//! [`MIN_LEVEL`]..=[`MAX_LEVEL`] — updated in the same transaction as the points. Summaries merge
 //! (associatively, commutatively and idempotently, so a retried point changes nothing), and
 //! a group is a whole number of tiles of one level ([`Grid`]), so the store merges a few
 //! hundred tiles instead of a million points. [`decompose`] says which tiles (and which few
@@ -27,8 +27,12 @@
 
 use std::cmp::Ordering;
 
-/// Finest tile level stored: tiles of `16^1` steps.
-pub const MIN_LEVEL: u8 = 1;
+/// Finest tile level stored: tiles of `16^2` = 256 steps. Finer groups (a [`Grid`] of level 1:
+/// ranges of about 5,000 to 80,000 steps cut in 320 groups) are summed from the points
+/// themselves. Level-1 tiles were 16 of every 17 tile rows written: a batch of 1,000 steps
+/// wrote 63 of them, and ingest ran about a quarter faster without them
+/// (BENCHMARKS.md, tracking).
+pub const MIN_LEVEL: u8 = 2;
 /// Coarsest tile level stored: tiles of `16^8` (about 4.3e9) steps.
 pub const MAX_LEVEL: u8 = 8;
 /// log2 of the number of tiles of one level in a tile of the next level.
@@ -302,7 +306,8 @@ pub enum Piece {
 }
 
 /// The pieces that cover the steps `lo..=hi` exactly: whole tiles of `level` in the middle,
-/// finer tiles towards the ends, single steps at the very ends (fewer than 16 per end).
+/// finer tiles towards the ends, single steps at the very ends (fewer than `16^MIN_LEVEL` per
+/// end); below [`MIN_LEVEL`], single steps only.
 /// Every tile or step of a piece lies inside one tile of `level`.
 pub fn decompose(lo: i64, hi: i64, level: u8) -> Vec<Piece> {
     let mut out = Vec::new();
@@ -461,22 +466,32 @@ mod tests {
         assert_eq!(
             decompose(5, 600, 2),
             vec![
-                Piece::Steps { first: 5, last: 15 },
-                Piece::Tiles { level: 1, first: 1, last: 15 },
+                Piece::Steps { first: 5, last: 255 },
                 Piece::Tiles { level: 2, first: 1, last: 1 },
-                Piece::Tiles { level: 1, first: 32, last: 36 },
-                Piece::Steps { first: 592, last: 600 },
+                Piece::Steps { first: 512, last: 600 },
+            ]
+        );
+        assert_eq!(
+            decompose(5, 70_000, 4),
+            vec![
+                Piece::Steps { first: 5, last: 255 },
+                Piece::Tiles { level: 2, first: 1, last: 15 },
+                Piece::Tiles { level: 3, first: 1, last: 16 },
+                Piece::Tiles { level: 2, first: 272, last: 272 },
+                Piece::Steps { first: 69_888, last: 70_000 },
             ]
         );
         // No whole tile of the top level: finer ones.
         assert_eq!(
-            decompose(5, 300, 2),
+            decompose(5, 5_000, 3),
             vec![
-                Piece::Steps { first: 5, last: 15 },
-                Piece::Tiles { level: 1, first: 1, last: 17 },
-                Piece::Steps { first: 288, last: 300 },
+                Piece::Steps { first: 5, last: 255 },
+                Piece::Tiles { level: 2, first: 1, last: 18 },
+                Piece::Steps { first: 4_864, last: 5_000 },
             ]
         );
+        // Below the finest level stored: single steps only.
+        assert_eq!(decompose(5, 600, 1), vec![Piece::Steps { first: 5, last: 600 }]);
         assert_eq!(decompose(3, 9, 3), vec![Piece::Steps { first: 3, last: 9 }]);
         assert_eq!(decompose(9, 3, 3), vec![]);
     }
@@ -536,8 +551,9 @@ mod tests {
                 let inside: Vec<Sample> = points.iter().copied().filter(|p| tile_of(level, p.step) == tile).collect();
                 prop_assert_eq!(summary, summary_of(&inside));
             }
-            let distinct_level1: std::collections::BTreeSet<i64> = points.iter().map(|p| tile_of(1, p.step)).collect();
-            prop_assert_eq!(tiles.iter().filter(|t| t.0 == 1).count(), distinct_level1.len());
+            let finest: std::collections::BTreeSet<i64> = points.iter().map(|p| tile_of(MIN_LEVEL, p.step)).collect();
+            prop_assert_eq!(tiles.iter().filter(|t| t.0 == MIN_LEVEL).count(), finest.len());
+            prop_assert!(tiles.iter().all(|t| (MIN_LEVEL..=MAX_LEVEL).contains(&t.0)));
         }
 
         #[test]
@@ -562,8 +578,11 @@ mod tests {
                 next = end + 1;
             }
             prop_assert_eq!(next, i128::from(hi) + 1);
+            let end_steps = 2 * (tile_width(MIN_LEVEL) - 1);
             if level >= MIN_LEVEL {
-                prop_assert!(steps_total <= 30, "at most 15 single steps per end");
+                prop_assert!(steps_total <= end_steps, "at most 16^MIN_LEVEL - 1 single steps per end");
+            } else {
+                prop_assert_eq!(steps_total, i128::from(len) + 1, "below the finest level, single steps only");
             }
         }
 

@@ -294,6 +294,10 @@ fn now_ms() -> i64 {
 /// on every connection the pool opens.
 fn sqlite_options(url: &str, max_connections: u32, in_memory: bool) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
+    // No ping before handing out a connection: a SQLite connection is a file handle in this
+    // process and cannot go stale, and the ping is one more hand-over to the driver's thread
+    // on every write transaction.
+    options.test_before_acquire(false);
     options.max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false).map_sqlx_sqlite_opts(
         |o| {
             o.create_if_missing(true)

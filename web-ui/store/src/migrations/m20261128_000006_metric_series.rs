@@ -5,7 +5,10 @@
 //! the key repeated in every row, compared on every B-tree step, and a foreign-key probe into
 //! `runs` by text for every point written. Keyed by `series_id`, a point row is about a third
 //! of the bytes (fewer pages to write to the WAL and to fsync), its comparisons start with an
-//! integer, and its foreign-key check is a rowid lookup. Every stored point and tile is kept.
+//! integer, and its foreign-key check is a rowid lookup. Every stored point is kept, and every
+//! tile of a level the store still reads ([`crate::downsample::MIN_LEVEL`] and up; the finest
+//! level, 16 steps, is no longer kept: such groups are summed from the points). Undone, the
+//! points and those tiles go back under run id and key, without the finest level.
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -242,7 +245,9 @@ impl MigrationTrait for Migration {
         db.execute_unprepared(&format!(
             r#"INSERT INTO "metric_tiles_by_series" ("series_id", "level", "tile", {tile_points})
                SELECT "s"."id", "t"."level", "t"."tile", {t_points}
-               FROM "metric_tiles" AS "t" JOIN "metric_series" AS "s" ON "s"."run_uuid" = "t"."run_uuid" AND "s"."key" = "t"."key""#
+               FROM "metric_tiles" AS "t" JOIN "metric_series" AS "s" ON "s"."run_uuid" = "t"."run_uuid" AND "s"."key" = "t"."key"
+               WHERE "t"."level" >= {min_level}"#,
+            min_level = crate::downsample::MIN_LEVEL,
         ))
         .await?;
         swap(manager, "metric_tiles", "metric_tiles_by_series").await
