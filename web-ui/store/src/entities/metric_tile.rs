@@ -12,7 +12,7 @@ pub struct Model {
     /// Series: the run and metric key.
     #[sea_orm(primary_key, auto_increment = false)]
     pub series_id: i64,
-    /// Level: tiles of 16^level steps (1..=8).
+    /// Level: tiles of 16^level steps (`downsample::MIN_LEVEL`..=8, that is 2..=8).
     #[sea_orm(primary_key, auto_increment = false)]
     pub level: i16,
     /// Tile index: step >> (4 * level).
