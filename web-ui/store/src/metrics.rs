@@ -300,6 +300,8 @@ impl PointWrites {
             tiles.extend(downsample::tiles_of(points).into_iter().map(|(level, tile, s)| (*key, level, tile, s)));
         }
         static MERGE: OnceLock<String> = OnceLock::new();
+        // The VALUES rows' columns after the key (level, tile, the 16 point columns).
+        static TILE_SELECT: OnceLock<String> = OnceLock::new();
         let merge = MERGE.get_or_init(tile_merge_sql);
         for chunk in tiles.chunks(TILE_ROWS) {
             let mut sql = RowsSql::new(
@@ -309,13 +311,10 @@ impl PointWrites {
                 chunk.len() * 19,
             );
             sql.text.push_str(TILE_POINT_COLUMNS);
-            sql.text.push_str(r#") SELECT "s"."id""#);
-            for c in 2..=19 {
-                sql.text.push_str(r#", "v"."column"#);
-                sql.text.push_str(&c.to_string());
-                sql.text.push('"');
-            }
-            sql.text.push_str(" FROM (VALUES ");
+            sql.text.push_str(TILE_SELECT.get_or_init(|| {
+                let columns: String = (2..=19).map(|c| format!(r#", "v"."column{c}""#)).collect();
+                format!(r#") SELECT "s"."id"{columns} FROM (VALUES "#)
+            }));
             for (i, &(key, level, tile, s)) in chunk.iter().enumerate() {
                 sql.text.push_str(if i == 0 { "(" } else { ", (" });
                 sql.key(key);
@@ -590,7 +589,7 @@ impl Batch {
     /// to roll back to), so a batch in a group costs no round trips of its own for them.
     async fn apply_in(self, txn: &DatabaseTransaction, savepoint: Option<&str>) -> Result<()> {
         let run_id = self.run_id.as_str();
-        if let (Some(sp), true) = (savepoint, self.params.is_empty()) {
+        if let (Some(sp), true, false) = (savepoint, self.params.is_empty(), self.points.0.is_empty()) {
             return self.apply_unchecked(txn, sp).await;
         }
         let exists = match savepoint {
@@ -660,20 +659,16 @@ impl Batch {
 }
 
 impl Batch {
-    /// [`Batch::apply_in`] of a batch without params on SQLite: everything in one call to the
-    /// driver (open the savepoint, write, release), with no read of the run first. A batch of
-    /// an absent run cannot be written: the series and latest-value rows reference `runs`, so
-    /// the foreign keys refuse them; only then is the run looked up, to tell NotFound from
-    /// another failure. The savepoint is left open on failure for the caller to roll back to.
+    /// [`Batch::apply_in`] of a batch with points and without params on SQLite: everything in
+    /// one call to the driver (open the savepoint, write, release), with no read of the run
+    /// first. A batch of an absent run cannot be written: the series and latest-value rows
+    /// reference `runs`, so the foreign keys refuse them; only then is the run looked up, to
+    /// tell NotFound from another failure. The savepoint is left open on failure for the
+    /// caller to roll back to.
     async fn apply_unchecked(self, txn: &DatabaseTransaction, savepoint: &str) -> Result<()> {
         let run_id = self.run_id;
         let mut points = self.points.0;
-        let Some(first) = points.first_mut() else {
-            // No points and no params: only tags (or nothing) to write, after the usual check.
-            return Batch { run_id, points: PointWrites(points), params: Vec::new(), tags: self.tags }
-                .apply_checked(txn, savepoint)
-                .await;
-        };
+        let first = points.first_mut().expect("apply_in sends only batches with points");
         first.sql.insert_str(0, &format!(r#"SAVEPOINT "{savepoint}"; "#));
         if self.tags.is_empty() {
             let last = points.last_mut().expect("at least one statement");
@@ -689,20 +684,6 @@ impl Batch {
             write_tags(txn, &run_id, &self.tags).await?;
             txn.execute_unprepared(&format!(r#"RELEASE "{savepoint}""#)).await?;
         }
-        Ok(())
-    }
-
-    /// [`Batch::apply_in`] with the run looked up first.
-    async fn apply_checked(self, txn: &DatabaseTransaction, savepoint: &str) -> Result<()> {
-        let sql = format!(r#"SAVEPOINT "{savepoint}"; SELECT 1 FROM "runs" WHERE "run_uuid" = ?"#);
-        let check = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Value::from(self.run_id.as_str())]);
-        if txn.query_one_raw(check).await?.is_none() {
-            return Err(run_not_found(&self.run_id));
-        }
-        let release = format!(r#"RELEASE "{savepoint}""#);
-        PointWrites(self.points.0).run(txn).await?;
-        write_tags(txn, &self.run_id, &self.tags).await?;
-        txn.execute_unprepared(&release).await?;
         Ok(())
     }
 }
