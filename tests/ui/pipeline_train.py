@@ -4,39 +4,26 @@ the model as ONNX (`mlflow.onnx.log_model`, name "model": the logistic regressio
 MatMul + Add + Softmax + ArgMax, which Capstan's model server runs) to the job's MLflow run
 (MLFLOW_RUN_ID, set by Capstan)."""
 import os
+import sys
+from pathlib import Path
 
 import mlflow
 import mlflow.onnx
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e" / "python"))  # tests/e2e/python
+from onnx_models import dense_classifier  # noqa: E402
 
 max_iter = int(os.environ.get("CAPSTAN_PARAM_MAX_ITER", "200"))
 X, y = load_iris(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
 clf = LogisticRegression(max_iter=max_iter).fit(X_train, y_train)
 
-w = clf.coef_.T.astype(np.float32)
-b = clf.intercept_.astype(np.float32)
-graph = helper.make_graph(
-    [
-        helper.make_node("MatMul", ["input", "W"], ["xw"]),
-        helper.make_node("Add", ["xw", "B"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
-    ],
-    "iris",
-    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
-    [
-        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
-        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-    ],
-    initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+model = dense_classifier(clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32), "iris", logits_output=False)
 onnx.checker.check_model(model)
 
 with mlflow.start_run():

@@ -6,16 +6,20 @@ The model is logged as ONNX (`mlflow.onnx.log_model`, name "model"): the logisti
 weights as MatMul + Add + Softmax + ArgMax, which Capstan's model server runs."""
 import json
 import os
+import sys
+from pathlib import Path
 import subprocess
 
 import mlflow
 import mlflow.onnx
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))  # tests/e2e/python
+from onnx_models import dense_classifier  # noqa: E402
 
 repo = os.environ["CAPSTAN_PARAM_REPO"]
 sha = os.environ["CAPSTAN_COMMIT_SHA"]
@@ -30,24 +34,7 @@ if noise > 0:
     y_train = np.where(flip, rng.integers(0, 3, len(y_train)), y_train)
 clf = LogisticRegression(max_iter=int(cfg.get("max_iter", 200))).fit(X_train, y_train)
 
-w = clf.coef_.T.astype(np.float32)  # [4, 3]
-b = clf.intercept_.astype(np.float32)  # [3]
-graph = helper.make_graph(
-    [
-        helper.make_node("MatMul", ["input", "W"], ["xw"]),
-        helper.make_node("Add", ["xw", "B"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
-    ],
-    "iris",
-    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
-    [
-        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
-        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-    ],
-    initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+model = dense_classifier(clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32), "iris", logits_output=False)
 onnx.checker.check_model(model)
 
 with mlflow.start_run():

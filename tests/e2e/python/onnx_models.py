@@ -39,28 +39,39 @@ TYPES = {
 }
 
 
-def classifier(features: int, seed: int) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(features, 3)).astype(np.float32)
-    b = rng.normal(size=(3,)).astype(np.float32)
+def dense_classifier(w: np.ndarray, b: np.ndarray, name: str, logits_output: bool = True) -> onnx.ModelProto:
+    """input FP32 [N, features] -> x @ w + b: ("logits" FP32 [N, classes] when `logits_output`),
+    "probabilities" FP32 [N, classes] (softmax), "label" INT64 [N] (argmax). `w` is
+    [features, classes] FP32, `b` [classes] FP32. Also the pipeline tests' trained iris models
+    (tests/e2e/pipelines/train.py, tests/ui/pipeline_train.py)."""
+    features, classes = w.shape
     nodes = [
         helper.make_node("MatMul", ["input", "W"], ["xw"]),
         helper.make_node("Add", ["xw", "B"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
         helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
     ]
+    outputs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+    ]
+    if logits_output:
+        outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
     graph = helper.make_graph(
         nodes,
-        "classifier",
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", features])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-        ],
+        outputs,
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def classifier(features: int, seed: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(features, 3)).astype(np.float32)
+    b = rng.normal(size=(3,)).astype(np.float32)
+    return dense_classifier(w, b, "classifier")
 
 
 def mlp(seed: int) -> onnx.ModelProto:
