@@ -23,19 +23,7 @@ SCRAPE_EVERY=5
 [ -x "$BIN" ] || { echo "bench: $BIN is missing: cargo build --release" >&2; exit 1; }
 command -v curl >/dev/null || { echo "bench: curl is missing (scripts/install-deps.sh)" >&2; exit 1; }
 
-WORK="$(mktemp -d /tmp/capstan-agent-bench.XXXXXX)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SERVER_PORT="$(free_port)"
-METRICS_PORT="$(free_port)"
-SERVER_PID=""
-AGENT_PID=""
-cleanup() {
-    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null || true
-    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/agent/common.sh
 
 "$BIN" server --listen "127.0.0.1:$SERVER_PORT" --data-dir "$WORK/server" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -78,9 +66,14 @@ hwm="$(status_kb VmHWM)"
 series="$(grep -c '^DCGM_FI_DEV_GPU_UTIL{' "$WORK/last.prom" || true)"
 pushed="$(curl -fs "http://127.0.0.1:$SERVER_PORT/api/v1/nodes/bench-node" || echo '{}')"
 
-python3 - "$START_TICKS" "$END_TICKS" "$START_NS" "$END_NS" "$TICKS" "$max_rss" "$hwm" "$scrapes" "$scrape_failures" "$series" "$GPUS" "$pushed" <<'PY'
+# How much of the link-order file (cli/link/agent.order, bench/agent/order.sh) this binary
+# still defines: a stale file leaves the agent's code scattered over the binary again.
+ORDER_MATCH="$(nm --defined-only "$BIN" | awk 'NR == FNR { want[$1] = 1; n++; next }
+    NF == 3 && ($3 in want) && !seen[$3]++ { m++ } END { printf "%d/%d", m, n }' cli/link/agent.order -)"
+
+python3 - "$START_TICKS" "$END_TICKS" "$START_NS" "$END_NS" "$TICKS" "$max_rss" "$hwm" "$scrapes" "$scrape_failures" "$series" "$GPUS" "$pushed" "$ORDER_MATCH" <<'PY'
 import json, sys
-st, et, sn, en, hz, max_rss, hwm, scrapes, fails, series, gpus, pushed = sys.argv[1:]
+st, et, sn, en, hz, max_rss, hwm, scrapes, fails, series, gpus, pushed, order = sys.argv[1:]
 cpu_s = (int(et) - int(st)) / int(hz)
 wall_s = (int(en) - int(sn)) / 1e9
 node = json.loads(pushed or "{}")
@@ -90,9 +83,11 @@ out = {
     "max_rss_mib": round(int(max_rss) / 1024, 1), "peak_rss_vmhwm_mib": round(int(hwm) / 1024, 1),
     "scrapes": int(scrapes), "scrape_failures": int(fails), "gpu_util_series_in_last_scrape": int(series),
     "server_saw_gpus": node.get("gpus"), "dropped_samples": node.get("dropped_samples"),
+    "link_order_symbols_found": order,
 }
 print(f"agent over {out['wall_s']} s, GPUs {gpus} at 1 s, /metrics every 5 s ({scrapes} scrapes, {fails} failed):")
 print(f"  CPU {out['cpu_s']} s = {out['cpu_percent_of_one_core']} % of one core (target < 1 %)")
 print(f"  RSS max {out['max_rss_mib']} MiB, peak (VmHWM) {out['peak_rss_vmhwm_mib']} MiB (target < 20 MB)")
+print(f"  link order: {order} of cli/link/agent.order's functions are in this binary")
 print(json.dumps(out))
 PY
