@@ -4,11 +4,12 @@
 //! - [`podresources`]: the kubelet's pod-resources API (gRPC `v1.PodResourcesLister/List` on
 //!   the unix socket [`podresources::KUBELET_SOCKET`]): the device ids of resource
 //!   `nvidia.com/gpu` the kubelet granted each container (NVIDIA's device plugin names them
-//!   by UUID, or by index with `DEVICE_ID_STRATEGY=index`; both are understood).
+//!   by UUID, or by index with `DEVICE_ID_STRATEGY=index`; both are understood). Used
+//!   whenever the socket answers, for simulated GPUs too (their UUIDs are `GPU-sim-<node>-<i>`).
 //! - The fallback when that socket is absent: NVML's running compute processes, each
 //!   process's `/proc/<pid>/cgroup` ([`pod_of_cgroup`]: the kubepods path names the pod UID,
 //!   cgroup v1 or v2, systemd or cgroupfs driver) and container id.
-//! - Simulated GPUs (`--simulate-gpus`) have no processes: [`simulate_allocation`] hands the
+//! - Simulated GPUs (`--simulate-gpus`) without the socket have no processes: [`simulate_allocation`] hands the
 //!   pods bound to the node that request `nvidia.com/gpu` the first free healthy indices in
 //!   creation order, the way a device plugin would, and keeps what it gave until the pod
 //!   finishes or goes. Everything it produces is labelled simulated ([`Source::Simulated`]).

@@ -62,8 +62,8 @@ pub struct AgentArgs {
     #[arg(long, requires = "kubernetes")]
     kubeconfig: Option<PathBuf>,
     /// With --kubernetes: the kubelet's pod-resources socket, which says which pod got which
-    /// GPU (without it: NVML's processes and their cgroups; simulated GPUs: a simulated
-    /// device plugin).
+    /// GPU, simulated GPUs included (without it: NVML's processes and their cgroups; for
+    /// simulated GPUs, a simulated device plugin).
     #[arg(long, env = "CAPSTAN_POD_RESOURCES_SOCKET", default_value = capstan_agent::attribution::podresources::KUBELET_SOCKET)]
     pod_resources_socket: PathBuf,
 }

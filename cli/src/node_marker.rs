@@ -9,8 +9,8 @@
 //!
 //! Every 5 s (and at once when a GPU's health changes) it also lists the pods bound to its
 //! node and works out which pod uses which GPU (`capstan_agent::attribution`: the kubelet's
-//! pod-resources API, else NVML's processes and their cgroups, or the simulated device plugin
-//! of simulated GPUs); the telemetry labels the GPUs' series with those pods, and every pod on
+//! pod-resources API when its socket answers, else the simulated device plugin of simulated
+//! GPUs, else NVML's processes and their cgroups); the telemetry labels the GPUs' series with those pods, and every pod on
 //! an unhealthy GPU gets the annotation `capstan.dev/gpu-unhealthy` (merge patch; removed when
 //! the verdict is cleared), from which the controller evicts its gang. Pods are marked before
 //! the Node is written, so a Node showing a verdict means its pods were marked.
@@ -171,22 +171,24 @@ impl Attributor {
         pods: &[NodePod],
         health: &BTreeMap<u32, GpuHealth>,
     ) -> Vec<Attribution> {
-        if tel.kind() == SourceKind::Simulated {
-            self.sim = attribution::simulate_allocation(&self.sim, pods, tel.gpus(), health);
-            return attribution::from_simulated(&self.sim, pods);
-        }
         if tel.gpus().is_empty() {
             return Vec::new();
         }
+        // The kubelet's word first, simulated GPUs included: where a kubelet and a device
+        // plugin run, they decided which container got which device.
         if Path::new(&self.socket).exists() {
             match podresources::list(&self.socket).await {
                 Ok(answer) => return attribution::from_pod_resources(&answer, pods, tel.gpus()),
                 Err(e) if !self.warned => {
                     self.warned = true;
-                    tracing::warn!(error = %e, "the kubelet's pod-resources API failed; attributing GPUs by process cgroups");
+                    tracing::warn!(error = %e, "the kubelet's pod-resources API failed; attributing GPUs by process cgroups or the simulated device plugin");
                 }
                 Err(_) => {}
             }
+        }
+        if tel.kind() == SourceKind::Simulated {
+            self.sim = attribution::simulate_allocation(&self.sim, pods, tel.gpus(), health);
+            return attribution::from_simulated(&self.sim, pods);
         }
         let processes: Vec<(u32, u32)> = tel
             .latest()

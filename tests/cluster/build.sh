@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test control plane from published Go modules, once, into the user cache:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (this module: k8s.io/kubernetes
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, podresources-server (this module: k8s.io/kubernetes
 #   v1.34.4 with every staging module pinned by replace directives; etcd v3.6 as k8s pins it)
 #   kwok, helm                                               (their own module graphs: go install)
 # The cache key is the hash of go.mod, go.sum and TOOLS_REVISION (bump it when a build flag
@@ -31,6 +31,8 @@ build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build kubectl k8s.io/kubernetes/cmd/kubectl
+# The kubelet's pod-resources gRPC server, with pods from a file (see podresources/main.go).
+build podresources-server ./podresources
 install_tool() { # name module@version
     if [ ! -x "$BIN/$1" ]; then
         log "installing $1 ($2)"

@@ -8,7 +8,7 @@
 #   export KUBECONFIG=DIR/kubeconfig; DIR/bin/kubectl get nodes
 #   tests/cluster/down.sh DIR
 #
-# Writes DIR/kubeconfig (cluster-admin by static token), DIR/bin/{kubectl,helm}, logs and pid
+# Writes DIR/kubeconfig (cluster-admin by static token), DIR/bin/{kubectl,helm,podresources-server}, logs and pid
 # files in DIR. Ports are chosen free on 127.0.0.1. Nothing is downloaded.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -21,19 +21,24 @@ GPU_PRODUCT="${GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}"
 log() { echo "cluster-up: $*" >&2; }
 die() { echo "cluster-up: $*" >&2; exit 1; }
 
+# The tools the suites run, linked into DIR/bin (built or found in the cache by build.sh).
+link_tools() {
+    BIN="$("$HERE/build.sh")"
+    mkdir -p "$DIR/bin" "$DIR/pki"
+    for tool in kubectl helm podresources-server; do ln -sf "$BIN/$tool" "$DIR/bin/$tool"; done
+}
+
 if [ -f "$DIR/apiserver.pid" ] && kill -0 "$(cat "$DIR/apiserver.pid")" 2>/dev/null && [ -f "$DIR/kubeconfig" ]; then
     if "$DIR/bin/kubectl" --kubeconfig "$DIR/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
         log "reusing the control plane already running in $DIR"
+        link_tools
         echo "export KUBECONFIG=$DIR/kubeconfig"
         exit 0
     fi
     log "a control plane recorded in $DIR does not answer: stopping what is left of it and starting afresh"
     "$HERE/down.sh" "$DIR" 2>/dev/null || true
 fi
-BIN="$("$HERE/build.sh")"
-mkdir -p "$DIR/bin" "$DIR/pki"
-ln -sf "$BIN/kubectl" "$DIR/bin/kubectl"
-ln -sf "$BIN/helm" "$DIR/bin/helm"
+link_tools
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); KWOK_PORT=$(free_port)

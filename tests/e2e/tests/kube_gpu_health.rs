@@ -4,10 +4,13 @@
 //! `capstan agent --kubernetes --simulate-gpus 8` runs for the kwok node a TrainingJob's pod
 //! landed on, with the permissions of the Helm chart's agent ServiceAccount (impersonated),
 //! next to `capstan controller` with the chart's controller ServiceAccount. kwok has no kubelet,
-//! hence no pod-resources API: the agent's simulated device plugin gives the node's pods their
-//! GPUs (first free healthy indices in creation order), which is what lets this suite inject
-//! an XID into the very GPU a pod got. The kubelet pod-resources client and the cgroup fallback
-//! are unit-tested in `capstan_agent::attribution` (no real kubelet runs here).
+//! hence no pod-resources API: in the first test the agent's simulated device plugin gives the
+//! node's pods their GPUs (first free healthy indices in creation order), which is what lets
+//! this suite inject an XID into the very GPU a pod got. The second test serves the kubelet's
+//! pod-resources API with the kubelet's own server code (`tests/cluster/podresources`, device
+//! grants from a file) and checks that the agent attributes and marks by what it answers. No
+//! kubelet with a container runtime runs here, so the cgroup fallback (NVML's processes) is
+//! unit-tested only, in `capstan_agent::attribution`.
 //!
 //! Behind the `cluster` feature (scripts/test.sh turns it on); fails, never skips, without
 //! the control plane:
@@ -104,6 +107,46 @@ fn gpus_of_pod(metrics: &str, pod: &str) -> Vec<u32> {
     out
 }
 
+/// `capstan agent --kubernetes --simulate-gpus 8` for `node`, as the chart's agent
+/// ServiceAccount (kubeconfig `agent_kc`), pushing to `server`, asking the kubelet's
+/// pod-resources API at `socket`; logs to `dir/agent.log`. The process and its /metrics URL.
+fn spawn_agent(
+    server: &str,
+    node: &str,
+    agent_kc: &Path,
+    dir: &Path,
+    socket: &Path,
+    describe: impl Fn() -> String,
+) -> (Kill, String) {
+    let agent_log = dir.join("agent.log");
+    let alog = std::fs::File::create(&agent_log).unwrap();
+    let agent = Kill(
+        Command::new(capstan_bin())
+            .args(["agent", "--server", server, "--simulate-gpus", "8", "--node-name", node])
+            .args(["--push-interval", "1s", "--metrics-listen", "127.0.0.1:0", "--kubernetes", "--kubeconfig"])
+            .arg(agent_kc)
+            .arg("--data-dir")
+            .arg(dir.join("agent-state"))
+            .arg("--pod-resources-socket")
+            .arg(socket)
+            .env_remove("KUBECONFIG")
+            .stdout(alog.try_clone().unwrap())
+            .stderr(alog)
+            .spawn()
+            .expect("spawn capstan agent"),
+    );
+    let metrics_url = wait_for(
+        Duration::from_secs(60),
+        "the agent's metrics address",
+        || {
+            let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+            log.lines().find_map(|l| l.strip_prefix("Prometheus metrics at ").map(|u| u.trim().to_string()))
+        },
+        describe,
+    );
+    (agent, metrics_url)
+}
+
 #[test]
 fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_an_xid_13_does_not() {
     let capstan = Capstan::start();
@@ -137,33 +180,11 @@ fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_
     assert!(node.starts_with("gpu-node-"), "{first}");
     cleanup.node = Some(node.clone());
 
-    // The agent of that node, as the chart's agent ServiceAccount.
-    let agent_log = dir.path().join("agent.log");
-    let alog = std::fs::File::create(&agent_log).unwrap();
-    cleanup.agent = Some(Kill(
-        Command::new(capstan_bin())
-            .args(["agent", "--server", capstan.url(), "--simulate-gpus", "8", "--node-name", &node])
-            .args(["--push-interval", "1s", "--metrics-listen", "127.0.0.1:0", "--kubernetes", "--kubeconfig"])
-            .arg(&agent_kc)
-            .arg("--data-dir")
-            .arg(dir.path().join("agent-state"))
-            .arg("--pod-resources-socket")
-            .arg(dir.path().join("no-kubelet-here.sock"))
-            .env_remove("KUBECONFIG")
-            .stdout(alog.try_clone().unwrap())
-            .stderr(alog)
-            .spawn()
-            .expect("spawn capstan agent"),
-    ));
-    let metrics_url = wait_for(
-        Duration::from_secs(60),
-        "the agent's metrics address",
-        || {
-            let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
-            log.lines().find_map(|l| l.strip_prefix("Prometheus metrics at ").map(|u| u.trim().to_string()))
-        },
-        describe,
-    );
+    // The agent of that node, as the chart's agent ServiceAccount. No kubelet socket: the
+    // simulated device plugin attributes the GPUs.
+    let (agent, metrics_url) =
+        spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &dir.path().join("no-kubelet-here.sock"), describe);
+    cleanup.agent = Some(agent);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
 
@@ -331,4 +352,148 @@ fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_
         },
         describe,
     );
+}
+
+/// Pods bound straight to `node` (no scheduler), each `(name, container, GPUs requested)`.
+fn bare_pods_yaml(node: &str, pods: &[(&str, &str, u32)]) -> String {
+    pods.iter()
+        .map(|(name, container, gpus)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  tolerations: [{{operator: Exists}}]\n  containers:\n  - name: {container}\n    image: trainer:1\n    resources: {{limits: {{nvidia.com/gpu: \"{gpus}\"}}}}\n"
+            )
+        })
+        .collect()
+}
+
+/// The kubelet's own pod-resources server (tests/cluster/podresources: the function the kubelet
+/// serves its socket with, over device grants from a file, since kwok runs no kubelet) tells the
+/// agent which container got which GPU; the agent labels the series by it, not by its simulated
+/// device plugin, and an XID 79 on a granted GPU marks exactly the pod the kubelet gave it to.
+#[test]
+fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod_it_names() {
+    let capstan = Capstan::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, agent_kc) = setup(dir.path());
+    let ns = create_namespace("kc-podres");
+    // A node of its own, cordoned so no controller of the other suites places work on it.
+    let node = format!("{ns}-node");
+    struct DeleteNode(String);
+    impl Drop for DeleteNode {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "node", &self.0, "--wait=false"]);
+        }
+    }
+    let _node_guard = DeleteNode(node.clone());
+    let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels: {{type: kwok}}\nspec:\n  unschedulable: true\nstatus:\n  capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n"
+        )),
+    );
+    let describe = || {
+        format!(
+            "{}\nagent log (tail):\n{}\npod-resources server log (tail):\n{}",
+            text(&kubectl(&["get", "pods", "-n", &ns, "-o", "wide"])),
+            file_tail(&dir.path().join("agent.log"), 30),
+            file_tail(&dir.path().join("podresources.log"), 30)
+        )
+    };
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&bare_pods_yaml(&node, &[("podres-a", "main", 2), ("podres-b", "worker", 1)])),
+    );
+    let uid = |name: &str| {
+        wait_for(
+            Duration::from_secs(60),
+            "the pod to run on the kwok node",
+            || {
+                get_json(&["pod", name, "-n", &ns])
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            },
+            describe,
+        )
+    };
+    let (uid_a, uid_b) = (uid("podres-a"), uid("podres-b"));
+
+    // What the kubelet's device manager granted: podres-a GPUs 5 and 2 by UUID (NVIDIA's device
+    // plugin's default), podres-b GPU 6 by index (DEVICE_ID_STRATEGY=index), a pod the API does
+    // not know GPU 0, and CPUs, memory and NUMA topology the agent has no use for. The simulated
+    // device plugin would have given podres-a GPUs 0 and 1.
+    let grants = serde_json::json!([
+        {"namespace": ns, "name": "podres-a", "uid": uid_a, "containers": [
+            {"name": "main", "devices": {"nvidia.com/gpu": [format!("GPU-sim-{node}-5"), format!("GPU-sim-{node}-2")],
+                                         "example.com/nic": ["nic-0"]},
+             "numa": 1, "cpus": [4, 5], "memory_bytes": 1u64 << 30}]},
+        {"namespace": ns, "name": "podres-b", "uid": uid_b, "containers": [
+            {"name": "worker", "devices": {"nvidia.com/gpu": ["6"]}, "numa": 0, "cpus": [], "memory_bytes": 0}]},
+        {"namespace": ns, "name": "ghost", "uid": "00000000-0000-0000-0000-000000000000", "containers": [
+            {"name": "main", "devices": {"nvidia.com/gpu": [format!("GPU-sim-{node}-0")]}, "numa": 0, "cpus": [], "memory_bytes": 0}]}
+    ]);
+    let grants_path = dir.path().join("grants.json");
+    std::fs::write(&grants_path, grants.to_string()).unwrap();
+    let socket = dir.path().join("kubelet.sock");
+    let log = std::fs::File::create(dir.path().join("podresources.log")).unwrap();
+    let _kubelet = Kill(
+        Command::new(tool("podresources-server"))
+            .arg(&socket)
+            .arg(&grants_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn podresources-server"),
+    );
+    wait_for(Duration::from_secs(30), "the pod-resources socket", || socket.exists().then_some(()), describe);
+
+    let (agent, metrics_url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &socket, describe);
+    cleanup.agent = Some(agent);
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+    let m = wait_for(
+        Duration::from_secs(60),
+        "the kubelet's grants in the agent's /metrics",
+        || {
+            let m = metrics();
+            (gpus_of_pod(&m, "podres-a") == [2, 5] && gpus_of_pod(&m, "podres-b") == [6]).then_some(m)
+        },
+        || format!("{}\n/metrics:\n{}", describe(), metrics()),
+    );
+    for (gpu, pod, container) in [(2, "podres-a", "main"), (5, "podres-a", "main"), (6, "podres-b", "worker")] {
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&format!("DCGM_FI_DEV_GPU_UTIL{{gpu=\"{gpu}\"")))
+            .unwrap_or_else(|| panic!("no series for GPU {gpu}:\n{m}"));
+        for want in [format!("namespace=\"{ns}\""), format!("pod=\"{pod}\""), format!("container=\"{container}\"")] {
+            assert!(line.contains(&want), "{want} missing in {line}");
+        }
+    }
+    for gpu in [0, 1] {
+        let line = m.lines().find(|l| l.starts_with(&format!("DCGM_FI_DEV_GPU_UTIL{{gpu=\"{gpu}\""))).unwrap();
+        assert!(line.contains("pod=\"\""), "GPU {gpu} is nobody's (the pod the kubelet names is unknown): {line}");
+    }
+    assert!(!m.contains("pod=\"ghost\""), "{m}");
+
+    // XID 79 on GPU 5: the kubelet gave it to podres-a, which the agent marks; podres-b is not.
+    let url = format!("{}/api/v1/nodes/{node}/gpus/5/faults", capstan.url());
+    wait_for(
+        Duration::from_secs(30),
+        "the server to take the fault",
+        || http.post(&url).json(&serde_json::json!({ "xid": 79 })).send().ok().filter(|r| r.status().is_success()),
+        describe,
+    );
+    let mark = wait_for(
+        Duration::from_secs(60),
+        "podres-a's mark",
+        || {
+            get_json(&["pod", "podres-a", "-n", &ns])?["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"]
+                .as_str()
+                .map(str::to_string)
+        },
+        describe,
+    );
+    assert!(mark.starts_with(&format!("GPU 5 (GPU-sim-{node}-5): XidError")) && mark.contains("79"), "{mark}");
+    let b = get_json(&["pod", "podres-b", "-n", &ns]).unwrap();
+    assert!(b["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].is_null(), "{b}");
+    drop(cleanup);
 }
