@@ -12,7 +12,8 @@
 //! - Simulated GPUs (`--simulate-gpus`) without the socket have no processes: [`simulate_allocation`] hands the
 //!   pods bound to the node that request `nvidia.com/gpu` the first free healthy indices in
 //!   creation order, the way a device plugin would, and keeps what it gave until the pod
-//!   finishes or goes. Everything it produces is labelled simulated ([`Source::Simulated`]).
+//!   finishes or goes, across agent restarts too ([`save_sim_allocation`]). Everything it
+//!   produces is labelled simulated ([`Source::Simulated`]).
 //!
 //! Then [`pod_marks`] says which pods sit on an unhealthy GPU and why; the kube adapter
 //! (`cli/src/node_marker.rs`) writes that as the pod annotation [`ANNOTATION_POD_UNHEALTHY`],
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::gpu::GpuInfo;
 use crate::health::GpuHealth;
 use crate::push::JobRef;
+use crate::AgentError;
 
 /// Pod annotation the agent writes on a pod that uses an unhealthy GPU: `GPU <i> (<uuid>):
 /// <reason>: <message>`, several joined by `; `.
@@ -110,6 +112,31 @@ impl NodePod {
 
 /// What the simulated device plugin gave: (pod uid, container) -> GPU indices.
 pub type SimAllocation = BTreeMap<(String, String), Vec<u32>>;
+
+/// One grant of the simulated device plugin, as kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SimGrant {
+    pod_uid: String,
+    container: String,
+    gpus: Vec<u32>,
+}
+
+/// The simulated device plugin's grants kept in `path` (`sim-grants.json` in the agent's
+/// data directory; none when the file does not exist), so a restarted agent goes on giving
+/// each running container the GPUs it had, as a kubelet's checkpoint does.
+pub fn load_sim_allocation(path: &std::path::Path) -> Result<SimAllocation, AgentError> {
+    let grants: Vec<SimGrant> = crate::health::load_json(path)?;
+    Ok(grants.into_iter().map(|g| ((g.pod_uid, g.container), g.gpus)).collect())
+}
+
+/// Keep the simulated device plugin's grants in `path` (atomically).
+pub fn save_sim_allocation(path: &std::path::Path, alloc: &SimAllocation) -> Result<(), AgentError> {
+    let grants: Vec<SimGrant> = alloc
+        .iter()
+        .map(|((uid, c), gpus)| SimGrant { pod_uid: uid.clone(), container: c.clone(), gpus: gpus.clone() })
+        .collect();
+    crate::health::save_json(path, &grants)
+}
 
 /// The simulated device plugin: pods that keep running keep their GPUs; pods that finished
 /// or went free theirs; every container asking for GPUs that has none yet gets the first
@@ -713,6 +740,29 @@ mod tests {
         assert_eq!(a[0].gpus, [0, 1]);
         assert_eq!(a[0].container.container, "trainer");
         assert_eq!(a[0].source, Source::Cgroup);
+    }
+
+    #[test]
+    fn the_simulated_grants_survive_a_restart_on_disk_and_a_broken_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("sim-grants.json");
+        assert!(load_sim_allocation(&path).unwrap().is_empty(), "no file: no grants");
+        let mut alloc = SimAllocation::new();
+        alloc.insert(("uid-a".into(), "main".into()), vec![5, 2]);
+        alloc.insert(("uid-b".into(), "worker".into()), vec![6]);
+        save_sim_allocation(&path, &alloc).unwrap();
+        assert_eq!(load_sim_allocation(&path).unwrap(), alloc);
+        // What the restarted plugin does with them: running containers keep their GPUs.
+        let g = gpus(8);
+        let pods = [
+            pod("uid-a", "a", "2026-11-28T10:00:00Z", &[("main", 2)]),
+            pod("uid-b", "b", "2026-11-28T10:00:01Z", &[("worker", 1)]),
+        ];
+        let again = simulate_allocation(&load_sim_allocation(&path).unwrap(), &pods, &g, &BTreeMap::new());
+        assert_eq!(again, alloc);
+        std::fs::write(&path, "{not json").unwrap();
+        let err = load_sim_allocation(&path).unwrap_err().to_string();
+        assert!(err.contains("sim-grants.json"), "{err}");
     }
 
     #[test]

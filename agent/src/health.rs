@@ -203,25 +203,36 @@ pub type Stored = BTreeMap<String, GpuHealth>;
 
 /// Read the verdicts kept in `path` (none when the file does not exist).
 pub fn load(path: &Path) -> Result<Stored, AgentError> {
+    load_json(path)
+}
+
+/// Write the verdicts to `path` atomically (temporary file, fsync, rename).
+pub fn save(path: &Path, stored: &Stored) -> Result<(), AgentError> {
+    save_json(path, stored)
+}
+
+/// A JSON state file of the agent: the default value when it does not exist, an error naming
+/// the file when it cannot be read or parsed.
+pub(crate) fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, AgentError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| AgentError::Io {
             path: path.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(AgentError::Io { path: path.display().to_string(), source }),
     }
 }
 
-/// Write the verdicts to `path` atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, stored: &Stored) -> Result<(), AgentError> {
+/// Write a JSON state file atomically (temporary file, fsync, rename), creating its directory.
+pub(crate) fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
     use std::io::Write;
     let io = |source| AgentError::Io { path: path.display().to_string(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let text = serde_json::to_string_pretty(stored).unwrap_or_else(|_| "{}".into());
+    let text = serde_json::to_string_pretty(value).map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;

@@ -41,7 +41,8 @@ pub struct AgentArgs {
     /// Node name (default: the host name).
     #[arg(long, env = "CAPSTAN_NODE_NAME")]
     node_name: Option<String>,
-    /// Folder for the agent's state (GPU health verdicts survive restarts here).
+    /// Folder for the agent's state (GPU health verdicts, and the simulated device plugin's
+    /// grants with --kubernetes, survive restarts here).
     #[arg(long, env = "CAPSTAN_AGENT_DATA_DIR", default_value = ".capstan-agent")]
     data_dir: PathBuf,
     /// How often every GPU is read ("1s", "500ms", "2m").
@@ -197,7 +198,10 @@ pub async fn run(args: AgentArgs, server: &str, token: Option<String>) -> Result
             client,
             node.clone(),
             tel.clone(),
-            args.pod_resources_socket.clone(),
+            crate::node_marker::Attributor::new(
+                args.pod_resources_socket.clone(),
+                args.data_dir.join("sim-grants.json"),
+            ),
             stop_rx.clone(),
         )))
     } else {

@@ -150,18 +150,25 @@ pub fn node_pod(pod: &Pod) -> Option<NodePod> {
     })
 }
 
-/// Works out which pod uses which GPU, keeping what the simulated device plugin gave.
+/// Works out which pod uses which GPU, keeping what the simulated device plugin gave (in
+/// memory and in its state file, so a restarted agent keeps the grants).
 #[derive(Debug, Default)]
 pub struct Attributor {
     socket: PathBuf,
     sim: SimAllocation,
+    sim_state: PathBuf,
     warned: bool,
 }
 
 impl Attributor {
-    /// Over the kubelet's pod-resources socket at `socket`.
-    pub fn new(socket: PathBuf) -> Attributor {
-        Attributor { socket, sim: SimAllocation::new(), warned: false }
+    /// Over the kubelet's pod-resources socket at `socket`; the simulated device plugin's
+    /// grants kept in `sim_state` (read now: an unreadable file is logged and starts afresh).
+    pub fn new(socket: PathBuf, sim_state: PathBuf) -> Attributor {
+        let sim = attribution::load_sim_allocation(&sim_state).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the simulated device plugin's grants cannot be read; starting afresh");
+            SimAllocation::new()
+        });
+        Attributor { socket, sim, sim_state, warned: false }
     }
 
     /// The attributions for these pods of the node.
@@ -187,7 +194,13 @@ impl Attributor {
             }
         }
         if tel.kind() == SourceKind::Simulated {
-            self.sim = attribution::simulate_allocation(&self.sim, pods, tel.gpus(), health);
+            let sim = attribution::simulate_allocation(&self.sim, pods, tel.gpus(), health);
+            if sim != self.sim {
+                if let Err(e) = attribution::save_sim_allocation(&self.sim_state, &sim) {
+                    tracing::warn!(error = %e, "keeping the simulated device plugin's grants failed");
+                }
+                self.sim = sim;
+            }
             return attribution::from_simulated(&self.sim, pods);
         }
         let processes: Vec<(u32, u32)> = tel
@@ -232,19 +245,19 @@ pub async fn attribute_and_mark(
     Ok(())
 }
 
-/// Keep the Node (and its pods' GPU marks) current until `shutdown`.
+/// Keep the Node (and its pods' GPU marks) current until `shutdown`; `attributor` says which
+/// pod uses which GPU.
 pub async fn run(
     client: kube::Client,
     name: String,
     tel: Arc<Telemetry>,
-    socket: PathBuf,
+    mut attributor: Attributor,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let api: Api<Node> = Api::all(client.clone());
     let changed = tel.health_changed();
     let mut last: Option<NodeGpuState> = None;
     let mut since_write = std::time::Instant::now();
-    let mut attributor = Attributor::new(socket);
     let mut pods_failing = false;
     loop {
         // One reading of the verdicts for the pods and the Node: once the Node shows a verdict,

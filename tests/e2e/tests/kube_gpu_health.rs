@@ -354,6 +354,29 @@ fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_
     );
 }
 
+/// Deletes the node on drop.
+struct DeleteNode(String);
+
+impl Drop for DeleteNode {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "node", &self.0, "--wait=false"]);
+    }
+}
+
+/// A kwok node of the test's own, `<ns>-node` with 8 GPUs, cordoned so no controller of the
+/// other suites places work on it; deleted when the guard drops.
+fn own_node(ns: &str) -> (String, DeleteNode) {
+    let node = format!("{ns}-node");
+    let guard = DeleteNode(node.clone());
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels: {{type: kwok}}\nspec:\n  unschedulable: true\nstatus:\n  capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n"
+        )),
+    );
+    (node, guard)
+}
+
 /// Pods bound straight to `node` (no scheduler), each `(name, container, GPUs requested)`.
 fn bare_pods_yaml(node: &str, pods: &[(&str, &str, u32)]) -> String {
     pods.iter()
@@ -375,22 +398,8 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
     let dir = tempfile::tempdir().unwrap();
     let (_, agent_kc) = setup(dir.path());
     let ns = create_namespace("kc-podres");
-    // A node of its own, cordoned so no controller of the other suites places work on it.
-    let node = format!("{ns}-node");
-    struct DeleteNode(String);
-    impl Drop for DeleteNode {
-        fn drop(&mut self) {
-            let _ = kubectl(&["delete", "node", &self.0, "--wait=false"]);
-        }
-    }
-    let _node_guard = DeleteNode(node.clone());
+    let (node, _node_guard) = own_node(&ns);
     let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels: {{type: kwok}}\nspec:\n  unschedulable: true\nstatus:\n  capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n"
-        )),
-    );
     let describe = || {
         format!(
             "{}\nagent log (tail):\n{}\npod-resources server log (tail):\n{}",
@@ -495,5 +504,71 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
     assert!(mark.starts_with(&format!("GPU 5 (GPU-sim-{node}-5): XidError")) && mark.contains("79"), "{mark}");
     let b = get_json(&["pod", "podres-b", "-n", &ns]).unwrap();
     assert!(b["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].is_null(), "{b}");
+    drop(cleanup);
+}
+
+/// The simulated device plugin keeps its grants across an agent restart, as a kubelet's device
+/// manager checkpoint does: after the first pod goes, a restarted plugin that had forgotten
+/// would give the second pod the first free GPUs (0, 1) instead of the ones it has (2, 3).
+#[test]
+fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
+    let capstan = Capstan::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, agent_kc) = setup(dir.path());
+    let ns = create_namespace("kc-simgrants");
+    let (node, _node_guard) = own_node(&ns);
+    let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
+    let describe = || {
+        format!(
+            "{}\nagent log (tail):\n{}",
+            text(&kubectl(&["get", "pods", "-n", &ns, "-o", "wide"])),
+            file_tail(&dir.path().join("agent.log"), 30)
+        )
+    };
+    let no_socket = dir.path().join("no-kubelet-here.sock");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let gpus_of = |url: &str, pod: &str, want: &[u32]| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{pod} on GPUs {want:?} in the agent's /metrics"),
+            || {
+                let m = http.get(url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+                (gpus_of_pod(&m, pod) == want).then_some(())
+            },
+            || {
+                let m = http.get(url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+                format!("{}\n/metrics:\n{m}", describe())
+            },
+        )
+    };
+    let (agent, url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &no_socket, describe);
+    cleanup.agent = Some(agent);
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&bare_pods_yaml(&node, &[("first", "main", 2)])));
+    gpus_of(&url, "first", &[0, 1]);
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&bare_pods_yaml(&node, &[("second", "main", 2)])));
+    gpus_of(&url, "second", &[2, 3]);
+    kubectl_ok(&["delete", "pod", "first", "-n", &ns, "--wait=true"], None);
+    // The agent saw the first pod go (its GPUs are nobody's) before it stops.
+    wait_for(
+        Duration::from_secs(60),
+        "GPUs 0 and 1 free in /metrics",
+        || {
+            let m = http.get(&url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+            (gpus_of_pod(&m, "first").is_empty() && gpus_of_pod(&m, "second") == [2, 3]).then_some(())
+        },
+        describe,
+    );
+    drop(cleanup.agent.take());
+    let (agent, url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &no_socket, describe);
+    cleanup.agent = Some(agent);
+    gpus_of(&url, "second", &[2, 3]);
+    let grants = std::fs::read_to_string(dir.path().join("agent-state").join("sim-grants.json")).unwrap();
+    let grants: Value = serde_json::from_str(&grants).unwrap();
+    let second_uid = get_json(&["pod", "second", "-n", &ns]).unwrap()["metadata"]["uid"].clone();
+    assert_eq!(
+        grants,
+        serde_json::json!([{"pod_uid": second_uid, "container": "main", "gpus": [2, 3]}]),
+        "only the running pod's grant is kept"
+    );
     drop(cleanup);
 }
