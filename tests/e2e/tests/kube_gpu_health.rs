@@ -363,18 +363,52 @@ impl Drop for DeleteNode {
     }
 }
 
-/// A kwok node of the test's own, `<ns>-node` with 8 GPUs, cordoned so no controller of the
-/// other suites places work on it; deleted when the guard drops.
-fn own_node(ns: &str) -> (String, DeleteNode) {
-    let node = format!("{ns}-node");
-    let guard = DeleteNode(node.clone());
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels: {{type: kwok}}\nspec:\n  unschedulable: true\nstatus:\n  capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n"
-        )),
-    );
-    (node, guard)
+/// What a test on a kwok node of its own starts with: a server, a temporary directory, the
+/// chart's agent kubeconfig, a namespace and the node `<ns>-node` with 8 GPUs, cordoned so no
+/// controller of the other suites places work on it. On drop the namespace goes, then the node.
+struct NodeEnv {
+    capstan: Capstan,
+    dir: tempfile::TempDir,
+    agent_kc: PathBuf,
+    ns: String,
+    node: String,
+    _cleanup: Cleanup,
+    _node: DeleteNode,
+}
+
+impl NodeEnv {
+    fn new(prefix: &str) -> NodeEnv {
+        let capstan = Capstan::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (_, agent_kc) = setup(dir.path());
+        let ns = create_namespace(prefix);
+        let node = format!("{ns}-node");
+        let guard = DeleteNode(node.clone());
+        kubectl_ok(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n  labels: {{type: kwok}}\nspec:\n  unschedulable: true\nstatus:\n  capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", nvidia.com/gpu: \"8\"}}\n"
+            )),
+        );
+        let cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
+        NodeEnv { capstan, dir, agent_kc, ns, node, _cleanup: cleanup, _node: guard }
+    }
+
+    /// The namespace's pods and the tails of the logs named (in the temporary directory).
+    fn describe(&self, logs: &[&str]) -> String {
+        let mut out = text(&kubectl(&["get", "pods", "-n", &self.ns, "-o", "wide"]));
+        for log in logs {
+            out.push_str(&format!("\n{log} (tail):\n{}", file_tail(&self.dir.path().join(log), 30)));
+        }
+        out
+    }
+
+    /// [`spawn_agent`] for the node, asking the kubelet's pod-resources API at `socket`.
+    fn spawn_agent(&self, socket: &Path) -> (Kill, String) {
+        spawn_agent(self.capstan.url(), &self.node, &self.agent_kc, self.dir.path(), socket, || {
+            self.describe(&["agent.log"])
+        })
+    }
 }
 
 /// Pods bound straight to `node` (no scheduler), each `(name, container, GPUs requested)`.
@@ -394,30 +428,19 @@ fn bare_pods_yaml(node: &str, pods: &[(&str, &str, u32)]) -> String {
 /// device plugin, and an XID 79 on a granted GPU marks exactly the pod the kubelet gave it to.
 #[test]
 fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod_it_names() {
-    let capstan = Capstan::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, agent_kc) = setup(dir.path());
-    let ns = create_namespace("kc-podres");
-    let (node, _node_guard) = own_node(&ns);
-    let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
-    let describe = || {
-        format!(
-            "{}\nagent log (tail):\n{}\npod-resources server log (tail):\n{}",
-            text(&kubectl(&["get", "pods", "-n", &ns, "-o", "wide"])),
-            file_tail(&dir.path().join("agent.log"), 30),
-            file_tail(&dir.path().join("podresources.log"), 30)
-        )
-    };
+    let env = NodeEnv::new("kc-podres");
+    let (ns, node, dir) = (&env.ns, &env.node, &env.dir);
+    let describe = || env.describe(&["agent.log", "podresources.log"]);
     kubectl_ok(
-        &["apply", "-n", &ns, "-f", "-"],
-        Some(&bare_pods_yaml(&node, &[("podres-a", "main", 2), ("podres-b", "worker", 1)])),
+        &["apply", "-n", ns, "-f", "-"],
+        Some(&bare_pods_yaml(node, &[("podres-a", "main", 2), ("podres-b", "worker", 1)])),
     );
     let uid = |name: &str| {
         wait_for(
             Duration::from_secs(60),
             "the pod to run on the kwok node",
             || {
-                get_json(&["pod", name, "-n", &ns])
+                get_json(&["pod", name, "-n", ns])
                     .filter(|p| p["status"]["phase"] == "Running")
                     .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
             },
@@ -455,8 +478,7 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
     );
     wait_for(Duration::from_secs(30), "the pod-resources socket", || socket.exists().then_some(()), describe);
 
-    let (agent, metrics_url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &socket, describe);
-    cleanup.agent = Some(agent);
+    let (_agent, metrics_url) = env.spawn_agent(&socket);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
     let m = wait_for(
@@ -484,7 +506,7 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
     assert!(!m.contains("pod=\"ghost\""), "{m}");
 
     // XID 79 on GPU 5: the kubelet gave it to podres-a, which the agent marks; podres-b is not.
-    let url = format!("{}/api/v1/nodes/{node}/gpus/5/faults", capstan.url());
+    let url = format!("{}/api/v1/nodes/{node}/gpus/5/faults", env.capstan.url());
     wait_for(
         Duration::from_secs(30),
         "the server to take the fault",
@@ -495,16 +517,15 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
         Duration::from_secs(60),
         "podres-a's mark",
         || {
-            get_json(&["pod", "podres-a", "-n", &ns])?["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"]
+            get_json(&["pod", "podres-a", "-n", ns])?["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"]
                 .as_str()
                 .map(str::to_string)
         },
         describe,
     );
     assert!(mark.starts_with(&format!("GPU 5 (GPU-sim-{node}-5): XidError")) && mark.contains("79"), "{mark}");
-    let b = get_json(&["pod", "podres-b", "-n", &ns]).unwrap();
+    let b = get_json(&["pod", "podres-b", "-n", ns]).unwrap();
     assert!(b["metadata"]["annotations"]["capstan.dev/gpu-unhealthy"].is_null(), "{b}");
-    drop(cleanup);
 }
 
 /// The simulated device plugin keeps its grants across an agent restart, as a kubelet's device
@@ -512,19 +533,9 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
 /// would give the second pod the first free GPUs (0, 1) instead of the ones it has (2, 3).
 #[test]
 fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
-    let capstan = Capstan::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, agent_kc) = setup(dir.path());
-    let ns = create_namespace("kc-simgrants");
-    let (node, _node_guard) = own_node(&ns);
-    let mut cleanup = Cleanup { ns: ns.clone(), node: None, controller: None, agent: None };
-    let describe = || {
-        format!(
-            "{}\nagent log (tail):\n{}",
-            text(&kubectl(&["get", "pods", "-n", &ns, "-o", "wide"])),
-            file_tail(&dir.path().join("agent.log"), 30)
-        )
-    };
+    let env = NodeEnv::new("kc-simgrants");
+    let (ns, node, dir) = (&env.ns, &env.node, &env.dir);
+    let describe = || env.describe(&["agent.log"]);
     let no_socket = dir.path().join("no-kubelet-here.sock");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let gpus_of = |url: &str, pod: &str, want: &[u32]| {
@@ -541,13 +552,12 @@ fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
             },
         )
     };
-    let (agent, url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &no_socket, describe);
-    cleanup.agent = Some(agent);
-    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&bare_pods_yaml(&node, &[("first", "main", 2)])));
+    let (agent, url) = env.spawn_agent(&no_socket);
+    kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&bare_pods_yaml(node, &[("first", "main", 2)])));
     gpus_of(&url, "first", &[0, 1]);
-    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&bare_pods_yaml(&node, &[("second", "main", 2)])));
+    kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&bare_pods_yaml(node, &[("second", "main", 2)])));
     gpus_of(&url, "second", &[2, 3]);
-    kubectl_ok(&["delete", "pod", "first", "-n", &ns, "--wait=true"], None);
+    kubectl_ok(&["delete", "pod", "first", "-n", ns, "--wait=true"], None);
     // The agent saw the first pod go (its GPUs are nobody's) before it stops.
     wait_for(
         Duration::from_secs(60),
@@ -558,17 +568,15 @@ fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
         },
         describe,
     );
-    drop(cleanup.agent.take());
-    let (agent, url) = spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &no_socket, describe);
-    cleanup.agent = Some(agent);
+    drop(agent);
+    let (_agent, url) = env.spawn_agent(&no_socket);
     gpus_of(&url, "second", &[2, 3]);
     let grants = std::fs::read_to_string(dir.path().join("agent-state").join("sim-grants.json")).unwrap();
     let grants: Value = serde_json::from_str(&grants).unwrap();
-    let second_uid = get_json(&["pod", "second", "-n", &ns]).unwrap()["metadata"]["uid"].clone();
+    let second_uid = get_json(&["pod", "second", "-n", ns]).unwrap()["metadata"]["uid"].clone();
     assert_eq!(
         grants,
         serde_json::json!([{"pod_uid": second_uid, "container": "main", "gpus": [2, 3]}]),
         "only the running pod's grant is kept"
     );
-    drop(cleanup);
 }
