@@ -26,15 +26,16 @@ fn main() {
     }
     // DT_RELR needs glibc 2.36 where the binary runs; a build on an older glibc (Ubuntu 22.04)
     // keeps the classic relocations. Cross builds cannot ask: they keep them too.
-    if var("HOST") == var("TARGET") && glibc_minor().is_some_and(|minor| minor >= 36) {
+    if var("HOST") == var("TARGET") && minor_version("getconf", "GNU_LIBC_VERSION").is_some_and(|minor| minor >= 36) {
         println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
 
     // The ordering file is an LLD option; GNU ld would reject it. Rust links this target with
     // its bundled LLD from 1.90 on, unless the flags pick another linker.
     let rustflags = var("CARGO_ENCODED_RUSTFLAGS");
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let lld = var("TARGET") == "x86_64-unknown-linux-gnu"
-        && rustc_minor().is_some_and(|minor| minor >= 90)
+        && minor_version(&rustc, "--version").is_some_and(|minor| minor >= 90)
         && !rustflags.contains("linker")
         && !rustflags.contains("link-self-contained")
         && var("RUSTC_LINKER").is_empty();
@@ -45,17 +46,10 @@ fn main() {
     }
 }
 
-/// The minor version of this machine's glibc: `getconf GNU_LIBC_VERSION` says `glibc 2.36`.
-fn glibc_minor() -> Option<u32> {
-    let out = Command::new("getconf").arg("GNU_LIBC_VERSION").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    text.split_whitespace().nth(1)?.split('.').nth(1)?.parse().ok()
-}
-
-/// The minor version of the compiler building this crate: `rustc 1.95.0 (...)` gives 95.
-fn rustc_minor() -> Option<u32> {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc).arg("--version").output().ok()?;
+/// The minor version a program prints as its second word: `rustc 1.95.0 (...)` gives 95,
+/// `glibc 2.36` (`getconf GNU_LIBC_VERSION`) gives 36.
+fn minor_version(program: &str, arg: &str) -> Option<u32> {
+    let out = Command::new(program).arg(arg).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     text.split_whitespace().nth(1)?.split('.').nth(1)?.parse().ok()
 }

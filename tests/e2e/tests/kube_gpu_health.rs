@@ -96,6 +96,11 @@ fn watch(args: &[&str], path: &Path) -> Kill {
     )
 }
 
+/// The agent's /metrics at `url` (empty while it does not answer).
+fn scrape(http: &reqwest::blocking::Client, url: &str) -> String {
+    http.get(url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default()
+}
+
 /// The GPUs (index) whose series carry `pod="<pod>"` in the agent's /metrics.
 fn gpus_of_pod(metrics: &str, pod: &str) -> Vec<u32> {
     let mut out: Vec<u32> = metrics
@@ -186,7 +191,7 @@ fn an_xid_79_on_a_pods_gpu_evicts_its_gang_to_healthy_gpus_without_counting_and_
         spawn_agent(capstan.url(), &node, &agent_kc, dir.path(), &dir.path().join("no-kubelet-here.sock"), describe);
     cleanup.agent = Some(agent);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+    let metrics = || scrape(&http, &metrics_url);
 
     // Attribution: the simulated device plugin gave the pod 4 GPUs; /metrics says which, with
     // the pod's namespace, name, container and job.
@@ -480,7 +485,7 @@ fn the_agent_attributes_gpus_by_the_kubelets_pod_resources_api_and_marks_the_pod
 
     let (_agent, metrics_url) = env.spawn_agent(&socket);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let metrics = || http.get(&metrics_url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+    let metrics = || scrape(&http, &metrics_url);
     let m = wait_for(
         Duration::from_secs(60),
         "the kubelet's grants in the agent's /metrics",
@@ -543,11 +548,11 @@ fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
             Duration::from_secs(60),
             &format!("{pod} on GPUs {want:?} in the agent's /metrics"),
             || {
-                let m = http.get(url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+                let m = scrape(&http, url);
                 (gpus_of_pod(&m, pod) == want).then_some(())
             },
             || {
-                let m = http.get(url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+                let m = scrape(&http, url);
                 format!("{}\n/metrics:\n{m}", describe())
             },
         )
@@ -563,7 +568,7 @@ fn a_restarted_agent_keeps_the_simulated_device_plugins_grants() {
         Duration::from_secs(60),
         "GPUs 0 and 1 free in /metrics",
         || {
-            let m = http.get(&url).send().ok().and_then(|r| r.text().ok()).unwrap_or_default();
+            let m = scrape(&http, &url);
             (gpus_of_pod(&m, "first").is_empty() && gpus_of_pod(&m, "second") == [2, 3]).then_some(())
         },
         describe,
